@@ -1,0 +1,282 @@
+"""Activation patterns: which rectifier units are on, for every call of every rectifier."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from shatterkit._dims import BYTE, DEPTH, LAYER, PATTERN, SAMPLE, UNIT
+from shatterkit._packing import pack_bits
+from shatterkit.probes._base import BaseProbe
+from shatterkit.probes._engine import (
+    BATCHNORM_MODES,
+    build_dataset,
+    chunks,
+    forward,
+    iterate_models,
+    prepare_inputs,
+    probe_session,
+    progress_bar,
+    to_device,
+    unwrap_model,
+)
+
+__all__ = ["activation_patterns", "ActivationProbe"]
+
+_CALLER = "activation_patterns"
+
+
+def activation_patterns(
+    model: Any,
+    X: Any,
+    *,
+    layers: Any = "rectifiers",
+    batchnorm: str = "population",
+    batch_size: int | str = 256,
+    device: Any = None,
+    packed: bool = False,
+    progress: bool | None = None,
+) -> xr.Dataset:
+    """Record which units of every rectifier call are on (pre-activation > 0) for each input.
+
+    Every call is seen, whether made by a module (``nn.ReLU``, in-place too, ``nn.ReLU6``,
+    ``nn.LeakyReLU``, ``nn.PReLU``, :class:`shatterkit.models.CReLU`) or functionally
+    (``F.relu``, ``torch.relu``, ``Tensor.relu`` inside a ``forward``), because the probe watches
+    the functional calls themselves. A module called twice gives two layers (``relu``,
+    ``relu#1``); a functional call inside module ``block`` is named ``block.relu()``. For smooth
+    activations (GELU, SiLU, ...) the sign of the pre-activation is recorded. The sign is taken
+    before the call, so in-place rectifiers are recorded correctly.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or sequence of torch.nn.Module
+        The network, or an ensemble (leading ``model`` dim in the result).
+    X : xarray.DataArray, torch.Tensor or array-like
+        Inputs, samples first.
+    layers : "rectifiers" or list of str
+        Every rectifier call, or only the calls with these names.
+    batchnorm : {"population", "coupled", "eval"}
+        Batch statistics while recording, as in :func:`shatterkit.input_gradients`.
+    batch_size : int or "auto"
+        Samples per forward pass.
+    device : str or torch.device, optional
+        Run on a copy of the model on this device.
+    packed : bool
+        Store the patterns as bits (``numpy.packbits`` layout along ``unit``, dim ``byte``):
+        1/8 of the memory of bool. :func:`shatterkit.unpack_patterns` restores bool.
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``pattern`` with dims ``(sample, unit)`` (bool) or ``(sample, byte)`` (packed); the
+        ``unit`` dim carries coords ``layer`` (call name) and ``depth`` (1-based call order).
+
+    Raises
+    ------
+    ValueError
+        If the model makes no rectifier call, or a requested layer does not exist.
+    RuntimeError
+        If a rectifier module ran but its activation could not be seen (e.g. a compiled
+        submodule), rather than returning partial patterns.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from shatterkit import activation_patterns, inputs
+    >>> net = torch.nn.Sequential(torch.nn.Linear(1, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    >>> ds = activation_patterns(net, inputs.line(n=10))
+    >>> ds["pattern"].dims, ds["pattern"].shape, sorted(set(ds["layer"].values.tolist()))
+    (('sample', 'unit'), (10, 3), ['1'])
+    """
+    members, ensemble = iterate_models(model, _CALLER)
+    inputs = prepare_inputs(X, _CALLER)
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(
+            f"The 'batchnorm' parameter of {_CALLER} must be one of {BATCHNORM_MODES}. "
+            f"Got {batchnorm!r} instead."
+        )
+    runs = [
+        _one_model(m, inputs, layers, batchnorm, batch_size, device, packed, progress)
+        for m in members
+    ]
+    names, sizes = runs[0][1], runs[0][2]
+    for i, (_, other, other_sizes) in enumerate(runs[1:], start=1):
+        if other != names or other_sizes != sizes:
+            raise ValueError(
+                "The ensemble's models must have the same rectifier layers; model 0 has "
+                f"{len(names)} layer(s), model {i} has {len(other)} or different sizes."
+            )
+    layer_coord = np.repeat(np.array(names, dtype=object), sizes).astype(str)
+    depth_coord = np.repeat(np.arange(1, len(names) + 1), sizes)
+    dims = (SAMPLE, BYTE if packed else UNIT)
+    attrs = {"long_name": "unit on (pre-activation > 0)", "units": "1"}
+    if packed:
+        attrs.update(packed=1, bit_order="big")
+    return build_dataset(
+        {PATTERN: (dims, [r[0] for r in runs], attrs)},
+        inputs,
+        ensemble,
+        coords={LAYER: (UNIT, layer_coord), DEPTH: (UNIT, depth_coord)},
+        attrs={
+            "model_class": type(unwrap_model(members[0])).__name__,
+            "batchnorm": batchnorm,
+            "packed": int(packed),
+            "n_layers": len(names),
+            "history": f"shatterkit.activation_patterns(batchnorm={batchnorm!r}, packed={packed})",
+        },
+    )
+
+
+def _one_model(
+    model: torch.nn.Module,
+    inputs: Any,
+    layers: Any,
+    batchnorm: str,
+    batch_size: int | str,
+    device: Any,
+    packed: bool,
+    progress: bool | None,
+) -> tuple[np.ndarray, list[str], list[int]]:
+    parts: list[np.ndarray] = []
+    names: list[str] = []
+    sizes: list[int] = []
+    with probe_session(
+        model,
+        inputs,
+        batchnorm=batchnorm,
+        batch_size=batch_size,
+        device=device,
+        caller=_CALLER,
+        record=True,
+        gradients=False,
+    ) as s:
+        slices = chunks(inputs.n, s.batch_size)
+        bar = progress_bar(len(slices), progress, "patterns")
+        with torch.no_grad():
+            for i, sl in enumerate(slices):
+                forward(s.model, s.mode, to_device(inputs.data[sl], s.device, s.dtype), i == 0, _CALLER)
+                if s.missed:
+                    raise RuntimeError(
+                        f"rectifier module(s) {sorted(set(s.missed))} ran but their activation "
+                        "was not seen (a compiled or non-functional implementation?); refusing "
+                        "to return partial patterns."
+                    )
+                recorded = s.mode.patterns
+                if i == 0:
+                    keep = _select(recorded, layers, type(s.model).__name__)
+                    names = [recorded[k][0] for k in keep]
+                    sizes = [int(recorded[k][1].shape[1]) for k in keep]
+                bits = torch.cat([recorded[k][1] for k in keep], dim=1)
+                parts.append((pack_bits(bits) if packed else bits).cpu().numpy())
+                s.mode.patterns = []
+                bar.update()
+        bar.close()
+    return np.concatenate(parts), names, sizes
+
+
+def _select(recorded: list[tuple[str, torch.Tensor]], layers: Any, model_name: str) -> list[int]:
+    if not recorded:
+        raise ValueError(
+            f"{model_name} made no rectifier call (ReLU, ReLU6, LeakyReLU, PReLU, CReLU, "
+            "F.relu, or a smooth activation such as GELU); there is no activation pattern to "
+            "record."
+        )
+    available = [name for name, _ in recorded]
+    if layers == "rectifiers":
+        return list(range(len(recorded)))
+    wanted = [layers] if isinstance(layers, str) else list(layers)
+    for name in wanted:
+        if name not in available:
+            close = difflib.get_close_matches(str(name), available, n=3, cutoff=0.5)
+            hint = f"; close matches: {', '.join(map(repr, close))}" if close else ""
+            raise ValueError(f"rectifier layer {name!r} not found in {model_name}{hint}.")
+    return [k for k, name in enumerate(available) if name in set(wanted)]
+
+
+class ActivationProbe(BaseProbe):
+    """Activation patterns of every rectifier call, as a scikit-learn estimator.
+
+    A thin shell over :func:`activation_patterns`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or sequence of torch.nn.Module
+        The network or an ensemble.
+    layers : "rectifiers" or list of str
+        Which rectifier calls to record.
+    batch_size : int or "auto"
+        Samples per pass.
+    device : str or torch.device, optional
+        Run on a copy of the model on this device.
+    packed : bool
+        Store bits instead of bool.
+    progress : bool, optional
+        Show a progress bar.
+    batchnorm : {"population", "coupled", "eval"}
+        Batch statistics while recording.
+
+    Attributes
+    ----------
+    models_ : list of torch.nn.Module
+        The modules that run.
+    n_models_ : int
+        Ensemble size, 0 for a single model.
+    layers_ : list of str
+        Empty: rectifier calls are only known once the model runs.
+    input_shape_ : tuple or None
+        Shape of one input seen in :meth:`fit`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from shatterkit import ActivationProbe, inputs
+    >>> net = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.ReLU(inplace=True))
+    >>> ActivationProbe(net).fit_transform(inputs.line(n=8))["pattern"].shape
+    (8, 4)
+    """
+
+    _parameter_constraints: dict[str, Any] = {
+        **BaseProbe._parameter_constraints,
+        "layers": [str, list, tuple],
+        "packed": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        model: Any,
+        layers: Any = "rectifiers",
+        batch_size: int | str = 256,
+        device: Any = None,
+        packed: bool = False,
+        progress: bool | None = None,
+        batchnorm: str = "population",
+    ) -> None:
+        self.model = model
+        self.layers = layers
+        self.batch_size = batch_size
+        self.device = device
+        self.packed = packed
+        self.progress = progress
+        self.batchnorm = batchnorm
+
+    def _resolve_layers(self, model: Any) -> list[str]:
+        # Rectifier calls are named while the model runs, so their names are checked there.
+        return [] if self.layers == "rectifiers" else list(np.atleast_1d(self.layers))
+
+    def _transform(self, model: Any, X: Any) -> xr.Dataset:
+        return activation_patterns(
+            model,
+            X,
+            layers=self.layers,
+            batchnorm=self.batchnorm,
+            batch_size=self.batch_size,
+            device=self.device,
+            packed=self.packed,
+            progress=self.progress,
+        )

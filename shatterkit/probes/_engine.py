@@ -1,0 +1,761 @@
+"""The hook and autograd machinery shared by both probes, written once.
+
+Three pieces:
+
+* :class:`ProbeMode`, a ``TorchFunctionMode`` that sees every functional call inside the model's
+  forward. It replaces the batch statistics of ``F.batch_norm`` and :func:`shatterkit._functional.center`
+  according to the probe's ``batchnorm`` choice, turns functional dropout into the identity, and
+  records the sign of the pre-activation of every rectifier call (module or functional).
+* :func:`preserved_state`, a context manager that restores train/eval flags, buffers and removes
+  hooks, whatever happens inside (exceptions and ``KeyboardInterrupt`` included).
+* :func:`prepare_inputs`, :func:`resolve_device` and :func:`population_statistics`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from shatterkit._dims import SAMPLE, input_dims
+from shatterkit._functional import center
+
+# -- what the mode intercepts -------------------------------------------------------------------
+
+#: functional rectifiers: "on" means pre-activation > 0
+RECTIFIER_FUNCS: frozenset[Any] = frozenset(
+    {
+        F.relu,
+        F.relu_,
+        torch.relu,
+        torch.relu_,
+        torch.Tensor.relu,
+        torch.Tensor.relu_,
+        F.relu6,
+        F.leaky_relu,
+        F.leaky_relu_,
+        F.prelu,
+        torch.prelu,
+        F.rrelu,
+        F.rrelu_,
+    }
+)
+#: smooth activations: the sign of the pre-activation is recorded
+SMOOTH_FUNCS: frozenset[Any] = frozenset(
+    {F.gelu, F.silu, F.elu, F.selu, F.celu, F.softplus, F.mish, F.hardswish}
+)
+#: module types whose every call must show up as an intercepted activation op
+RECTIFIER_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardswish,
+)
+DROPOUT_FUNCS: frozenset[Any] = frozenset(
+    {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
+)
+_BN_SIGNATURE = inspect.signature(F.batch_norm)
+_CENTER_SIGNATURE = inspect.signature(center)
+
+BATCHNORM_MODES = ("population", "coupled", "eval")
+
+
+class _StopForward(Exception):
+    """Raised inside a forward once the statistics being gathered have been seen."""
+
+
+@dataclass
+class _Stat:
+    """Population statistics of one batch-coupling call (accumulated in float64)."""
+
+    total: torch.Tensor | None = None
+    total_sq: torch.Tensor | None = None
+    count: int = 0
+    mean: torch.Tensor | None = None
+    var: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        dims = [0, *range(2, x.dim())]
+        x64 = x.detach().to(torch.float64)
+        s, s2 = x64.sum(dims), (x64 * x64).sum(dims)
+        self.total = s if self.total is None else self.total + s
+        self.total_sq = s2 if self.total_sq is None else self.total_sq + s2
+        self.count += x.numel() // x.shape[1]
+
+    def finalize(self, dtype: torch.dtype) -> None:
+        assert self.total is not None and self.total_sq is not None
+        mean = self.total / self.count
+        var = (self.total_sq / self.count - mean * mean).clamp_min(0.0)
+        self.mean, self.var = mean.to(dtype), var.to(dtype)
+
+
+class ProbeMode(TorchFunctionMode):
+    """Function mode active during every probe forward.
+
+    ``batchnorm`` is one of ``"population"``, ``"coupled"``, ``"eval"`` or ``"gather"`` (the
+    internal mode that computes the population statistics, see :func:`population_statistics`).
+    ``record=True`` records the activation pattern of every rectifier call in ``patterns``.
+    """
+
+    def __init__(
+        self,
+        batchnorm: str = "population",
+        *,
+        record: bool = False,
+        stats: list[_Stat] | None = None,
+        whole_set: bool = True,
+    ) -> None:
+        super().__init__()
+        self.batchnorm = batchnorm
+        self.record = record
+        self.stats: list[_Stat] = [] if stats is None else stats
+        self.whole_set = whole_set
+        self.stack: list[str] = []
+        self.patterns: list[tuple[str, torch.Tensor]] = []
+        self.n_activation_calls = 0
+        #: names of rectifier modules, to tell module calls from functional ones
+        self.activation_modules: frozenset[str] = frozenset()
+        self._bn_calls = 0
+        self._name_calls: dict[str, int] = {}
+
+    def start_forward(self) -> None:
+        self._bn_calls = 0
+        self._name_calls = {}
+        self.patterns = []
+        self.stack = []
+
+    # -- naming ---------------------------------------------------------------------------------
+    def call_name(self, base: str) -> str:
+        """``base`` for the first call in this forward, ``base#k`` for the (k+1)-th."""
+        k = self._name_calls.get(base, 0)
+        self._name_calls[base] = k + 1
+        return base if k == 0 else f"{base}#{k}"
+
+    def _owner(self) -> str:
+        return self.stack[-1] if self.stack else ""
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if func is F.batch_norm:
+            return self._batch_norm(args, kwargs)
+        if func is center:
+            return self._center(args, kwargs)
+        if func in DROPOUT_FUNCS:
+            return args[0] if args else kwargs["input"]
+        if func in RECTIFIER_FUNCS or func in SMOOTH_FUNCS or _is_relu6_hardtanh(func, args, kwargs):
+            self.n_activation_calls += 1
+            if self.record:
+                pre = args[0] if args else kwargs["input"]
+                owner = self._owner()
+                base = owner if owner in self.activation_modules else _functional_name(owner, func)
+                self.patterns.append((self.call_name(base), (pre.detach() > 0).flatten(1)))
+        return func(*args, **kwargs)
+
+    def _next_stat(self, x: torch.Tensor) -> _Stat | None:
+        """Population statistics for this call, or None while they are being gathered."""
+        k = self._bn_calls
+        self._bn_calls += 1
+        if k < len(self.stats) and self.stats[k].mean is not None:
+            return self.stats[k]
+        if self.batchnorm != "gather":
+            raise RuntimeError(
+                f"population statistics are missing for batch-norm call {k} in "
+                f"{self._owner() or 'the model'}; the model made more batch-norm calls than "
+                "while the statistics were gathered (is its forward data-dependent?)"
+            )
+        if k == len(self.stats):
+            self.stats.append(_Stat())
+        stat = self.stats[k]
+        stat.add(x)
+        if self.whole_set:
+            stat.finalize(x.dtype)
+            return stat
+        raise _StopForward
+
+    def _batch_norm(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        b = _BN_SIGNATURE.bind(*args, **kwargs)
+        b.apply_defaults()
+        a = b.arguments
+        x, weight, bias, eps = a["input"], a["weight"], a["bias"], a["eps"]
+        if self.batchnorm == "eval":
+            if a["running_mean"] is None:
+                raise ValueError(
+                    "batchnorm='eval' needs running statistics, but "
+                    f"{self._owner() or 'a batch-norm call'!r} has none "
+                    "(track_running_stats=False). Use batchnorm='population' or 'coupled'."
+                )
+            return F.batch_norm(x, a["running_mean"], a["running_var"], weight, bias, False, 0.0, eps)
+        if self.batchnorm == "coupled":
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+        stat = self._next_stat(x)
+        assert stat is not None and stat.mean is not None
+        return F.batch_norm(x, stat.mean, stat.var, weight, bias, False, 0.0, eps)
+
+    def _center(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        b = _CENTER_SIGNATURE.bind(*args, **kwargs)
+        b.apply_defaults()
+        a = b.arguments
+        x = a["input"]
+        if self.batchnorm == "eval":
+            if a["running_mean"] is None:
+                raise ValueError(
+                    f"batchnorm='eval' needs running statistics, but {self._owner()!r} has none."
+                )
+            return center(x, a["running_mean"], training=False)
+        if self.batchnorm == "coupled":
+            return center(x, None, training=True)
+        stat = self._next_stat(x)
+        assert stat is not None and stat.mean is not None
+        return center(x, stat.mean, training=False)
+
+
+def _is_relu6_hardtanh(func: Any, args: tuple, kwargs: dict) -> bool:
+    """``nn.ReLU6`` calls ``F.hardtanh(x, 0, 6)``: a rectifier; other hardtanh calls are not."""
+    if func is not F.hardtanh:
+        return False
+    min_val = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+    return float(min_val) == 0.0
+
+
+def _functional_name(owner: str, func: Any) -> str:
+    fname = getattr(func, "__name__", str(func)).rstrip("_")
+    return f"{owner}.{fname}()" if owner else f"{fname}()"
+
+
+# -- model state ----------------------------------------------------------------------------------
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module that really runs: ``torch.compile``'s ``_orig_mod``, ``DataParallel``'s ``module``.
+
+    Module hooks are ignored inside compiled graphs, so a compiled model is probed through the
+    original module it wraps (same parameters, same function).
+    """
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        elif isinstance(
+            model, (nn.DataParallel, nn.parallel.DistributedDataParallel)
+        ) and isinstance(getattr(model, "module", None), nn.Module):
+            model = model.module
+        else:
+            break
+    return model
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[list[Any]]:
+    """Put ``model`` in eval mode; on exit restore every flag and buffer and remove the hooks.
+
+    Yields a list to which the caller appends hook handles. Parameters are never written by the
+    probes; a forward that modifies them in place anyway raises a warning.
+    """
+    training = {m: m.training for m in model.modules()}
+    requires_grad = {p: p.requires_grad for p in model.parameters()}
+    buffers = {b: b.detach().clone() for b in model.buffers()}
+    versions = {p: p._version for p in model.parameters()}
+    handles: list[Any] = []
+    try:
+        model.eval()
+        yield handles
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in training.items():
+            m.training = flag
+        for p, flag in requires_grad.items():
+            p.requires_grad_(flag)
+        with torch.no_grad():
+            for b, saved in buffers.items():
+                if b._version != 0 and not torch.equal(b, saved):
+                    b.copy_(saved)
+        changed = [p for p, v in versions.items() if p._version != v]
+        if changed:
+            warnings.warn(
+                f"the model's forward modified {len(changed)} parameter(s) in place while it was "
+                "probed; shatterkit does not write parameters and cannot undo this",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+
+def install_stack_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -> list[str]:
+    """Forward pre/post hooks that keep ``mode.stack`` (the names of the modules now running).
+
+    Returns a list that collects the name of every rectifier module call during which no
+    activation op was intercepted, so the caller can raise instead of returning partial patterns.
+    """
+    missed: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+    activations = {m for m in names if isinstance(m, RECTIFIER_MODULES) or _is_crelu(m)}
+    started: dict[nn.Module, list[int]] = {m: [] for m in activations}
+
+    def pre(module: nn.Module, _args: Any) -> None:
+        mode.stack.append(names[module])
+        if module in started:
+            started[module].append(mode.n_activation_calls)
+
+    def post(module: nn.Module, _args: Any, _out: Any) -> None:
+        if mode.stack:
+            mode.stack.pop()
+        if module in started and started[module]:
+            if started[module].pop() == mode.n_activation_calls:
+                missed.append(names[module])
+
+    for module in names:
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post, always_call=True))
+    mode.activation_modules = frozenset(names[m] for m in activations)
+    return missed
+
+
+def _is_crelu(module: nn.Module) -> bool:
+    return type(module).__name__ == "CReLU"
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """Inputs as a CPU tensor plus what is needed to label the results."""
+
+    data: torch.Tensor
+    dims: tuple[str, ...]
+    coords: dict[str, Any]
+
+    @property
+    def n(self) -> int:
+        return int(self.data.shape[0])
+
+
+def prepare_inputs(X: Any, caller: str) -> Inputs:
+    """Validate ``X`` and return it as a CPU tensor with its dims and coords.
+
+    Accepts an ``xarray.DataArray`` whose first dim is ``sample``, a ``torch.Tensor`` or an
+    array-like with the samples along the first axis. Never modifies ``X``.
+    """
+    coords: dict[str, Any] = {}
+    if isinstance(X, xr.Dataset):
+        raise TypeError(
+            f"The 'X' parameter of {caller} must be a DataArray, tensor or array of inputs. "
+            "Got an xarray.Dataset instead; pass one of its variables."
+        )
+    if isinstance(X, xr.DataArray):
+        if X.ndim == 0 or X.dims[0] != SAMPLE:
+            raise ValueError(
+                f"The 'X' parameter of {caller} must have 'sample' as its first dim. "
+                f"Got dims {X.dims} instead."
+            )
+        dims = tuple(str(d) for d in X.dims[1:])
+        coords = {
+            str(k): v.variable for k, v in X.coords.items() if set(v.dims) <= set(X.dims)
+        }
+        values: Any = X.data
+        if not isinstance(values, np.ndarray):
+            values = np.asarray(values)
+        tensor = torch.from_numpy(np.array(values, copy=True)) if values.dtype != object else None
+    elif isinstance(X, torch.Tensor):
+        if X.device.type == "meta":
+            raise ValueError(
+                f"The 'X' parameter of {caller} must hold data. Got a tensor on the meta device."
+            )
+        tensor = X.detach()
+        if tensor.is_inference():
+            with torch.inference_mode(False):
+                tensor = tensor.clone()
+        tensor = tensor.cpu() if tensor.device.type != "cpu" else tensor
+        dims = input_dims(max(tensor.dim() - 1, 0))
+    else:
+        try:
+            arr = np.asarray(X)
+        except Exception:  # noqa: BLE001 - anything not array-like
+            arr = np.asarray([], dtype=object)
+        if arr.dtype == object:
+            raise TypeError(
+                f"The 'X' parameter of {caller} must be a DataArray, tensor or array of numbers. "
+                f"Got {type(X).__name__} instead."
+            )
+        tensor = torch.from_numpy(np.array(arr, copy=True))
+        dims = input_dims(max(arr.ndim - 1, 0))
+    if tensor is None:
+        raise TypeError(f"The 'X' parameter of {caller} must hold numbers. Got objects instead.")
+    if tensor.dim() < 2:
+        raise ValueError(
+            f"The 'X' parameter of {caller} must have a sample axis and at least one input axis "
+            f"(shape (n_samples, ...)). Got shape {tuple(tensor.shape)} instead; for 1-D inputs "
+            "use shape (n, 1), e.g. shatterkit.inputs.line()."
+        )
+    if tensor.shape[0] == 0:
+        raise ValueError(f"The 'X' parameter of {caller} must hold at least one sample. Got 0.")
+    if tensor.dtype.is_complex or not tensor.dtype.is_floating_point:
+        raise TypeError(
+            f"The 'X' parameter of {caller} must have a real floating dtype (float32 or float64). "
+            f"Got {tensor.dtype} instead; convert with .float() or .astype('float32')."
+        )
+    if not torch.isfinite(tensor).all():
+        bad = (~torch.isfinite(tensor.reshape(tensor.shape[0], -1))).any(1).nonzero().flatten()
+        raise ValueError(
+            f"The 'X' parameter of {caller} must be finite. Got NaN or inf in "
+            f"{len(bad)} sample(s), first at index {bad[:5].tolist()}."
+        )
+    return Inputs(tensor, dims, coords)
+
+
+# -- device and dtype -----------------------------------------------------------------------------
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.dtype.is_floating_point:
+            return t.device, t.dtype
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device, None
+    return torch.device("cpu"), None
+
+
+def resolve_device(model: nn.Module, device: Any, caller: str) -> tuple[nn.Module, torch.device]:
+    """The module to run and its device: ``model`` itself, or a copy moved to ``device``."""
+    current, _ = model_device_dtype(model)
+    if current.type == "meta":
+        raise ValueError(
+            f"The 'model' parameter of {caller} must hold real parameters. Got a model on the "
+            "meta device; load its weights (e.g. model.to_empty(device='cpu') and load_state_dict) "
+            "first."
+        )
+    if device is None:
+        return model, current
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"The 'device' parameter of {caller} must be a torch device such as 'cpu' or "
+            f"'cuda:0'. Got {device!r} instead."
+        ) from None
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"The 'device' parameter of {caller} must be an available device. Got {device!r} "
+                "but CUDA is not available on this machine."
+            )
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"The 'device' parameter of {caller} must be an available device. Got {device!r} "
+                f"but only {torch.cuda.device_count()} CUDA device(s) exist."
+            )
+    elif target.type not in ("cpu", "mps", "xpu"):
+        raise ValueError(
+            f"The 'device' parameter of {caller} must be 'cpu' or a CUDA device. "
+            f"Got {device!r} instead."
+        )
+    if target.type == current.type and (target.index is None or target.index == current.index):
+        return model, current
+    return copy.deepcopy(model).to(target), target
+
+
+def compute_dtype(model: nn.Module, inputs: Inputs, device: torch.device, caller: str) -> torch.dtype:
+    _, dtype = model_device_dtype(model)
+    dtype = dtype or inputs.data.dtype
+    if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
+        raise TypeError(
+            f"{caller} computes in the model's dtype, {dtype}, which is not supported on the CPU. "
+            "Use float32 or float64 (model.float()), or probe on a CUDA device."
+        )
+    if inputs.data.dtype == torch.float16 and device.type == "cpu":
+        raise TypeError(
+            f"The 'X' parameter of {caller} must be float32 or float64 on the CPU. "
+            "Got float16 instead; convert with .float()."
+        )
+    return dtype
+
+
+# -- batching -------------------------------------------------------------------------------------
+
+
+def chunks(n: int, batch_size: int) -> list[slice]:
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def to_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    if device.type == "cuda":
+        return x.pin_memory().to(device, dtype, non_blocking=True)
+    return x.to(device, dtype)
+
+
+def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    if progress is None:
+        progress = total > 1 and sys.stderr.isatty()
+    return tqdm(total=total, disable=not progress, desc=desc, leave=False)
+
+
+def forward(
+    model: nn.Module, mode: ProbeMode, x: torch.Tensor, first: bool, caller: str
+) -> Any:
+    """One forward of ``model`` under ``mode``; shape errors on the first chunk become ValueError."""
+    mode.start_forward()
+    try:
+        with mode:
+            return model(x)
+    except RuntimeError as err:
+        if first and _looks_like_shape_error(err):
+            raise ValueError(
+                f"The 'X' parameter of {caller} must match the model's input. The model failed on "
+                f"inputs of shape {tuple(x.shape)} (sample axis first): {err}"
+            ) from err
+        raise
+
+
+def _looks_like_shape_error(err: RuntimeError) -> bool:
+    text = str(err)
+    keys = ("shape", "size", "dimension", "expected input", "Expected", "channels")
+    return any(k in text for k in keys)
+
+
+def population_statistics(
+    model: nn.Module,
+    data: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    caller: str,
+) -> list[_Stat]:
+    """Per batch-norm call, the mean and (biased) variance of its input over the whole set.
+
+    Each call's statistics depend on those of the calls before it, so they are gathered in call
+    order: one pass over the chunks per call, each pass stopping right after the call it gathers.
+    When the whole set fits in one batch a single forward gathers all of them.
+    """
+    n = data.shape[0]
+    mode = ProbeMode(batchnorm="gather", whole_set=n <= batch_size)
+    with torch.no_grad():
+        while True:
+            target = len([s for s in mode.stats if s.mean is not None])
+            completed = True
+            for i, sl in enumerate(chunks(n, batch_size)):
+                try:
+                    forward(model, mode, to_device(data[sl], device, dtype), i == 0, caller)
+                except _StopForward:
+                    completed = False
+            if mode.whole_set or completed and len(mode.stats) == target:
+                break
+            mode.stats[target].finalize(dtype)
+    return mode.stats
+
+
+def iterate_models(model: Any, caller: str) -> tuple[list[nn.Module], bool]:
+    """Split ``model`` into its ensemble members; ``True`` when it was given as an ensemble."""
+    if isinstance(model, nn.ModuleList) or (
+        isinstance(model, Sequence) and not isinstance(model, (str, nn.Module))
+    ):
+        members = list(model)
+        if not members:
+            raise ValueError(f"The 'model' parameter of {caller} must not be an empty ensemble.")
+        for i, m in enumerate(members):
+            if not isinstance(m, nn.Module):
+                raise TypeError(
+                    f"The 'model' parameter of {caller} must be a torch.nn.Module or a sequence "
+                    f"of them. Got {type(m).__name__} at position {i} instead."
+                )
+        return members, True
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"The 'model' parameter of {caller} must be a torch.nn.Module or a sequence of them. "
+            f"Got {type(model).__name__} instead."
+        )
+    return [model], False
+
+
+def select_output(out: Any, output: Any, n: int, caller: str) -> torch.Tensor:
+    """The scalar per sample that the probe differentiates, shape ``(n,)``."""
+    if callable(output):
+        y = output(out)
+        if not isinstance(y, torch.Tensor) or y.shape not in ((n,), (n, 1)):
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(
+                f"The 'output' callable of {caller} must return one scalar per sample, a tensor "
+                f"of shape ({n},). Got {shape} instead."
+            )
+        return y.reshape(n)
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(
+            f"The model's output must be a tensor for output={output!r} in {caller}. Got "
+            f"{type(out).__name__}; pass output=<callable> that maps it to one scalar per sample."
+        )
+    flat = out.reshape(n, -1)
+    if output is None:
+        if flat.shape[1] != 1:
+            raise ValueError(
+                f"The 'output' parameter of {caller} must select one scalar per sample: the "
+                f"model's output has shape {tuple(out.shape)} ({flat.shape[1]} values per sample). "
+                "Pass output=<int> for one unit or output=<callable> for any scalar."
+            )
+        return flat[:, 0]
+    if not -flat.shape[1] <= output < flat.shape[1]:
+        raise ValueError(
+            f"The 'output' parameter of {caller} must be an index in [0, {flat.shape[1]}) for a "
+            f"model with {flat.shape[1]} outputs per sample. Got {output!r} instead."
+        )
+    return flat[:, output]
+
+
+def describe_output(output: Any) -> str:
+    if output is None:
+        return "model output"
+    if callable(output):
+        return f"callable {getattr(output, '__qualname__', type(output).__name__)}"
+    return f"unit {int(output)}"
+
+
+def versions() -> dict[str, str]:
+    from shatterkit import __version__
+
+    return {"torch_version": torch.__version__, "shatterkit_version": __version__}
+
+
+def check_finite_gradients(values: np.ndarray, caller: str) -> int:
+    """Count non-finite gradient values; warn with the first samples that have them."""
+    bad = ~np.isfinite(values)
+    count = int(bad.sum())
+    if count:
+        per_sample = bad.reshape(-1, bad.shape[-1] if bad.ndim > 1 else 1).any(-1)
+        warnings.warn(
+            f"{caller}: {count} non-finite gradient value(s) (first flat sample rows "
+            f"{np.flatnonzero(per_sample)[:5].tolist()}); recorded in attrs['n_nonfinite']. "
+            "Metrics refuse them unless skipna=True.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return count
+
+
+ForwardFn = Callable[[nn.Module, torch.Tensor], Any]
+
+
+def auto_batch_size(
+    model: nn.Module, x1: torch.Tensor, device: torch.device, mode: ProbeMode, gradients: bool
+) -> int:
+    """A batch size that fits a quarter of the free memory of ``device``.
+
+    The per-sample cost is the total size of every module output on one sample (what autograd
+    keeps for the backward pass), times 3 with gradients (activations, their gradients, slack).
+    """
+    total = [0]
+
+    def count(_m: nn.Module, _a: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * out.element_size()
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            forward(model, mode, x1, True, "batch_size='auto'")
+    finally:
+        for h in handles:
+            h.remove()
+    per_sample = max(total[0], x1.numel() * x1.element_size()) * (3 if gradients else 1)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return int(max(1, min(65536, free // 4 // per_sample)))
+
+
+@dataclass
+class Session:
+    """One model, ready to probe: on its device, in eval mode, hooks installed."""
+
+    model: nn.Module
+    mode: ProbeMode
+    handles: list[Any]
+    device: torch.device
+    dtype: torch.dtype
+    batch_size: int
+    missed: list[str]
+
+
+@contextlib.contextmanager
+def probe_session(
+    model: nn.Module,
+    inputs: Inputs,
+    *,
+    batchnorm: str,
+    batch_size: int | str,
+    device: Any,
+    caller: str,
+    record: bool = False,
+    gradients: bool = True,
+) -> Iterator[Session]:
+    """Prepare ``model`` for probing and restore it afterwards, whatever happens."""
+    model = unwrap_model(model)
+    run, dev = resolve_device(model, device, caller)
+    dtype = compute_dtype(run, inputs, dev, caller)
+    with preserved_state(run) as handles:
+        mode = ProbeMode(batchnorm, record=record)
+        missed = install_stack_hooks(run, mode, handles)
+        if batch_size == "auto":
+            probe = ProbeMode("coupled") if batchnorm == "population" else ProbeMode(batchnorm)
+            probe.activation_modules = mode.activation_modules
+            x1 = to_device(inputs.data[:2], dev, dtype)
+            batch_size = auto_batch_size(run, x1, dev, probe, gradients)
+        if batchnorm == "coupled":
+            batch_size = inputs.n
+        if batchnorm == "population":
+            mode.stats = population_statistics(
+                run, inputs.data, int(batch_size), dev, dtype, caller
+            )
+        missed.clear()
+        mode.n_activation_calls = 0
+        yield Session(run, mode, handles, dev, dtype, int(batch_size), missed)
+
+
+def build_dataset(
+    variables: dict[str, tuple[tuple[str, ...], list[np.ndarray], dict[str, Any]]],
+    inputs: Inputs,
+    ensemble: bool,
+    coords: dict[str, Any] | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> xr.Dataset:
+    """Stack per-model arrays into a Dataset (leading ``model`` dim only for ensembles)."""
+    from shatterkit._dims import MODEL, safe_attrs
+
+    data_vars = {}
+    for name, (dims, per_model, var_attrs) in variables.items():
+        if ensemble:
+            data_vars[name] = ((MODEL, *dims), np.stack(per_model), var_attrs)
+        else:
+            data_vars[name] = (dims, per_model[0], var_attrs)
+    all_coords = {SAMPLE: np.arange(inputs.n), **inputs.coords, **(coords or {})}
+    ds = xr.Dataset(data_vars, coords=all_coords)
+    if ensemble:
+        n_models = len(next(iter(variables.values()))[1])
+        ds = ds.assign_coords({MODEL: np.arange(n_models)})
+    ds.attrs = safe_attrs({**(attrs or {}), **versions()})
+    return ds

@@ -1,0 +1,149 @@
+"""ActivationProbe against hand-written forwards with explicit comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_same_state, make_model, model_inputs, snapshot
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from torch import nn
+
+from shatterkit import ActivationProbe, activation_patterns, inputs, unpack_patterns
+
+
+def test_patterns_equal_hand_written_forward():
+    model = make_model("mlp")
+    x = model_inputs("mlp", n=30)
+    ds = activation_patterns(model, x, batch_size=7)
+    h1 = model[0](x)
+    h2 = model[2](F.relu(h1))
+    expected = torch.cat([h1 > 0, h2 > 0], dim=1).numpy()
+    np.testing.assert_array_equal(ds["pattern"].values, expected)
+    assert ds["layer"].values.tolist() == ["1"] * 7 + ["3"] * 5
+    assert ds["depth"].values.tolist() == [1] * 7 + [2] * 5
+
+
+def test_conv_units_are_channel_times_position_and_functional_calls_are_seen():
+    model = make_model("conv")
+    x = model_inputs("conv", n=4)
+    ds = activation_patterns(model, x)
+    h1 = model.conv1(x)
+    h2 = model.conv2(torch.relu(h1))
+    expected = torch.cat([(h1 > 0).flatten(1), (h2 > 0).flatten(1)], 1).numpy()
+    np.testing.assert_array_equal(ds["pattern"].values, expected)
+    assert sorted(set(ds["layer"].values.tolist())) == ["relu()", "relu()#1"]
+    assert ds.sizes["unit"] == 3 * 25 + 4 * 25
+
+
+def test_a_module_called_twice_yields_two_layers():
+    model = make_model("residual")
+    ds = activation_patterns(model, model_inputs("residual"))
+    layers = list(dict.fromkeys(ds["layer"].values.tolist()))
+    assert layers == ["relu", "relu#1", "relu#2"]
+
+
+def test_inplace_relu_after_batchnorm():
+    model = make_model("batchnorm").train()
+    x = model_inputs("batchnorm", n=16)
+    ds = activation_patterns(model, x, batch_size=5)
+    ref = model.__class__(*[m for m in model])  # same modules
+    with torch.no_grad():
+        h = x
+        bits = []
+        for m in ref:
+            if isinstance(m, nn.BatchNorm1d):
+                mean, var = h.mean(0), h.var(0, unbiased=False)
+                h = (h - mean) / torch.sqrt(var + m.eps) * m.weight + m.bias
+            elif isinstance(m, nn.ReLU):
+                bits.append(h > 0)
+                h = torch.relu(h)
+            else:
+                h = m(h)
+    np.testing.assert_array_equal(ds["pattern"].values, torch.cat(bits, 1).numpy())
+
+
+@pytest.mark.parametrize(
+    "act, name",
+    [
+        (nn.ReLU6(), "1"),
+        (nn.LeakyReLU(0.2), "1"),
+        (nn.PReLU(), "1"),
+        (nn.GELU(), "1"),
+        (nn.SiLU(), "1"),
+    ],
+)
+def test_every_rectifier_type_is_recorded_as_sign_of_preactivation(act, name):
+    lin = nn.Linear(2, 5).double()
+    net = nn.Sequential(lin, act.double())
+    x = model_inputs("mlp", n=12)
+    ds = activation_patterns(net, x)
+    np.testing.assert_array_equal(ds["pattern"].values, (lin(x) > 0).numpy())
+    assert set(ds["layer"].values.tolist()) == {name}
+
+
+def test_packed_patterns_round_trip_and_match_numpy_packbits():
+    model = make_model("residual")
+    x = model_inputs("residual", n=11)
+    plain = activation_patterns(model, x)
+    packed = activation_patterns(model, x, packed=True)
+    assert packed["pattern"].dtype == np.uint8
+    np.testing.assert_array_equal(
+        packed["pattern"].values, np.packbits(plain["pattern"].values, axis=-1)
+    )
+    np.testing.assert_array_equal(unpack_patterns(packed)["pattern"].values, plain["pattern"].values)
+
+
+def test_no_rectifier_raises():
+    with pytest.raises(ValueError, match="made no rectifier call"):
+        activation_patterns(nn.Linear(2, 1), model_inputs("mlp"))
+
+
+def test_unseen_rectifier_module_raises():
+    class Sneaky(nn.ReLU):
+        def forward(self, x):
+            return x.clamp(min=0)  # not a functional rectifier: the probe cannot see it
+
+    net = nn.Sequential(nn.Linear(2, 3), Sneaky(), nn.Linear(3, 3), nn.ReLU())
+    with pytest.raises(RuntimeError, match=r"rectifier module\(s\) \['1'\] ran but"):
+        activation_patterns(net.double(), model_inputs("mlp"))
+
+
+def test_state_unchanged_after_success_and_failure():
+    model = make_model("batchnorm").train()
+    before = snapshot(model)
+    activation_patterns(model, model_inputs("batchnorm"), batch_size=3)
+    assert_same_state(before, snapshot(model))
+
+    class Stop(Exception):
+        pass
+
+    def boom(_m, _a):
+        raise Stop
+
+    h = model[3].register_forward_pre_hook(boom)
+    before["hooks"] += 1
+    with pytest.raises(Stop):
+        activation_patterns(model, model_inputs("batchnorm"), batch_size=3)
+    assert_same_state(before, snapshot(model))
+    h.remove()
+
+
+def test_estimator_contract_and_layer_selection():
+    model = make_model("residual")
+    probe = ActivationProbe(model, layers=["relu#1"])
+    with pytest.raises(NotFittedError):
+        probe.transform(model_inputs("residual"))
+    ds = clone(probe).fit_transform(model_inputs("residual"))
+    assert set(ds["layer"].values.tolist()) == {"relu#1"}
+    with pytest.raises(ValueError, match=r"rectifier layer 'relu#5' not found.*close matches"):
+        ActivationProbe(model, layers=["relu#5"]).fit_transform(model_inputs("residual"))
+
+
+def test_ensemble_adds_model_dim():
+    models = [make_model("mlp", seed=s) for s in range(2)]
+    ds = ActivationProbe(models).fit_transform(inputs.neighbourhood([0.0, 0.0], n=9, seed=0))
+    assert ds["pattern"].dims == ("model", "sample", "unit")
+    assert ds.sizes["model"] == 2

@@ -1,0 +1,275 @@
+"""GradientProbe against independent references: torch.func, captum, hand-built BN replacements."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from conftest import assert_same_state, make_model, model_inputs, snapshot
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from torch import nn
+from torch.func import grad, vmap
+
+from shatterkit import GradientProbe, input_gradients, inputs
+
+# float64 throughout: the probe and the references differ only by summation order.
+TOL = {"rtol": 1e-6, "atol": 1e-9}
+
+
+def func_per_sample(model: nn.Module, x: torch.Tensor, unit: int | None = None) -> torch.Tensor:
+    """Per-sample input gradients by torch.func (vmap over grad of a one-sample forward)."""
+
+    def f(xi: torch.Tensor) -> torch.Tensor:
+        out = model(xi.unsqueeze(0)).reshape(-1)
+        return out[0] if unit is None else out[unit]
+
+    return vmap(grad(f))(x).detach()
+
+
+class FixedAffine(nn.Module):
+    def __init__(self, mean, var, weight, bias, eps):
+        super().__init__()
+        self.scale = weight / torch.sqrt(var + eps)
+        self.shift = bias - mean * self.scale
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+
+def replace_bn_with_population_affine(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` whose BatchNorms are the fixed affine maps of the set's statistics."""
+    ref = copy.deepcopy(model).train()
+    stats = {}
+
+    def keep(name):
+        def hook(_m, args, _out):
+            stats[name] = (args[0].mean(0), args[0].var(0, unbiased=False))
+
+        return hook
+
+    bns = {n: m for n, m in ref.named_modules() if isinstance(m, nn.BatchNorm1d)}
+    handles = [m.register_forward_hook(keep(n)) for n, m in bns.items()]
+    with torch.no_grad():
+        ref(x)  # train mode on the whole set: each BN sees the population input
+    for h in handles:
+        h.remove()
+    for name, bn in bns.items():
+        mean, var = stats[name]
+        affine = FixedAffine(mean, var, bn.weight.detach(), bn.bias.detach(), bn.eps)
+        parent = ref.get_submodule(name.rpartition(".")[0]) if "." in name else ref
+        setattr(parent, name.rpartition(".")[2], affine)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "residual", "batchnorm"])
+@pytest.mark.parametrize("batch_size", [1, 7, 256])
+def test_gradients_equal_torch_func(kind, batch_size):
+    model = make_model(kind)
+    x = model_inputs(kind)
+    unit = 1 if kind == "conv" else None
+    ds = input_gradients(model, x, batch_size=batch_size, output=unit)
+    ref_model = replace_bn_with_population_affine(model, x) if kind == "batchnorm" else model
+    expected = func_per_sample(ref_model.eval(), x, unit).numpy()
+    np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
+
+
+def test_population_mode_is_independent_of_batch_size():
+    model = make_model("batchnorm").train()
+    x = model_inputs("batchnorm", n=33)
+    whole = input_gradients(model, x, batch_size=64)
+    for bs in (1, 5, 32):
+        part = input_gradients(model, x, batch_size=bs)
+        np.testing.assert_allclose(part["gradient"].values, whole["gradient"].values, **TOL)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_gradients_equal_captum_saliency(kind):
+    from captum.attr import Saliency
+
+    model = make_model(kind).eval()
+    x = model_inputs(kind)
+    target = 2 if kind == "conv" else None
+    expected = Saliency(model).attribute(x.clone(), target=target, abs=False)
+    ds = input_gradients(model, x, output=target)
+    np.testing.assert_allclose(ds["gradient"].values, expected.detach().numpy(), **TOL)
+
+
+def test_coupled_mode_is_gradient_of_summed_output():
+    model = make_model("batchnorm")
+    x = model_inputs("batchnorm")
+    ref = copy.deepcopy(model).train()
+    xr_ = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(ref(xr_).sum(), xr_)
+    ds = input_gradients(model, x, batchnorm="coupled", batch_size=4)
+    np.testing.assert_allclose(ds["gradient"].values, expected.numpy(), **TOL)
+
+
+def test_eval_mode_uses_running_statistics():
+    model = make_model("batchnorm")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    x = model_inputs("batchnorm")
+    ds = input_gradients(model, x, batchnorm="eval")
+    expected = func_per_sample(copy.deepcopy(model).eval(), x).numpy()
+    np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
+
+
+def test_layer_gradients_equal_torch_func_on_the_rest_of_the_network():
+    model = make_model("mlp")
+    x = model_inputs("mlp")
+    ds = input_gradients(model, x, layers=["0", "2"])
+    for name, cut in (("0", 1), ("2", 3)):
+        h = model[:cut](x).detach()
+        expected = func_per_sample(model[cut:], h).numpy()
+        got = ds[f"gradient:{name}"]
+        assert got.dims == ("sample", f"{name}:feature")
+        assert got.attrs["depth"] == {"0": 1, "2": 2}[name]
+        np.testing.assert_allclose(got.values, expected, **TOL)
+
+
+def test_layer_gradient_of_output_before_inplace_relu():
+    """BN output followed by ReLU(inplace=True): the gradient is w.r.t. the BN output."""
+    model = make_model("batchnorm")
+    x = model_inputs("batchnorm")
+    ds = input_gradients(model, x, layers=["1", "2"])
+    ref = replace_bn_with_population_affine(model, x)
+    ref[2].inplace = False  # the reference differentiates w.r.t. a leaf, which must not be rewritten
+    h_bn = ref[:2](x).detach()
+    np.testing.assert_allclose(
+        ds["gradient:1"].values, func_per_sample(ref[2:], h_bn).numpy(), **TOL
+    )
+    h_relu = ref[:3](x).detach()
+    np.testing.assert_allclose(
+        ds["gradient:2"].values, func_per_sample(ref[3:], h_relu).numpy(), **TOL
+    )
+
+
+def test_all_layers_and_repeated_module_calls():
+    model = make_model("residual")
+    ds = input_gradients(model, model_inputs("residual"), layers="all")
+    names = [v for v in ds.data_vars if v.startswith("gradient:")]
+    assert {"gradient:relu", "gradient:relu#1", "gradient:relu#2", "gradient:out"} <= set(names)
+    depths = sorted(int(ds[v].attrs["depth"]) for v in names)
+    assert depths == list(range(1, len(names) + 1))
+
+
+def test_callable_output_and_ensemble_dim():
+    models = [make_model("conv", seed=s) for s in range(3)]
+    x = model_inputs("conv", n=6)
+    ds = input_gradients(models, x, output=lambda out: out[:, 0] - out[:, 1])
+    assert ds["gradient"].dims == ("model", "sample", "channel", "height", "width")
+    for k, m in enumerate(models):
+        e0 = func_per_sample(m, x, 0)
+        e1 = func_per_sample(m, x, 1)
+        np.testing.assert_allclose(ds["gradient"].isel(model=k).values, (e0 - e1).numpy(), **TOL)
+
+
+def test_coords_of_input_sets_are_carried_through():
+    net = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 1)).double()
+    line = inputs.line(n=9)
+    ds = input_gradients(net, line)
+    xr.testing.assert_equal(ds["t"], line["t"])
+    assert ds["output"].dims == ("sample",)
+    np.testing.assert_allclose(ds["output"].values, net(torch.tensor(line.values)).detach().numpy().ravel())
+
+
+def test_float32_model_casts_numpy_inputs():
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    ds = input_gradients(net, np.random.default_rng(0).normal(size=(5, 2)))
+    assert ds["gradient"].dtype == np.float32 and ds.attrs["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("kind", ["batchnorm", "residual"])
+@pytest.mark.parametrize("train", [True, False])
+def test_model_state_is_unchanged(kind, train):
+    model = make_model(kind).train(train)
+    for p in list(model.parameters())[:1]:
+        p.requires_grad_(False)
+    before = snapshot(model)
+    input_gradients(model, model_inputs(kind), layers="all", batch_size=3)
+    assert_same_state(before, snapshot(model))
+
+
+def test_model_state_is_unchanged_after_exception_in_forward():
+    model = make_model("batchnorm").train()
+    before = snapshot(model)
+
+    def boom(_m, _a, _o):
+        raise RuntimeError("boom inside forward")
+
+    handle = model[4].register_forward_hook(boom)
+    before["hooks"] += 1
+    with pytest.raises(RuntimeError, match="boom inside forward"):
+        input_gradients(model, model_inputs("batchnorm"), layers="all", batch_size=4)
+    assert_same_state(before, snapshot(model))
+    handle.remove()
+
+
+def test_probe_works_inside_no_grad_and_inference_mode():
+    model = make_model("mlp")
+    x = model_inputs("mlp")
+    expected = func_per_sample(model, x).numpy()
+    with torch.no_grad():
+        a = input_gradients(model, x)
+    with torch.inference_mode():
+        x_inf = x.clone()
+        b = input_gradients(model, x_inf)
+    np.testing.assert_allclose(a["gradient"].values, expected, **TOL)
+    np.testing.assert_allclose(b["gradient"].values, expected, **TOL)
+
+
+def test_inputs_are_not_modified():
+    model = make_model("batchnorm")
+    x = model_inputs("batchnorm")
+    x0 = x.clone()
+    input_gradients(model, x)
+    assert torch.equal(x, x0) and not x.requires_grad
+
+
+def test_dropout_is_off():
+    net = nn.Sequential(nn.Linear(2, 50), nn.Dropout(0.5), nn.ReLU(), nn.Linear(50, 1)).double()
+    net.train()
+    x = model_inputs("mlp")
+    ds = input_gradients(net, x)
+    expected = func_per_sample(copy.deepcopy(net).eval(), x).numpy()
+    np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
+
+
+# -- the estimator contract ----------------------------------------------------------------------
+
+
+def test_estimator_contract():
+    model = make_model("mlp")
+    probe = GradientProbe(model, batch_size=5)
+    assert probe.get_params()["batch_size"] == 5
+    with pytest.raises(NotFittedError):
+        probe.transform(model_inputs("mlp"))
+    assert probe.fit() is probe
+    assert probe.n_models_ == 0 and probe.layers_ == []
+    twin = clone(probe)
+    assert twin.model is model  # clone shares the model, it does not copy the weights
+    assert not hasattr(twin, "models_")
+    twin.set_params(layers=["0"])
+    out = twin.fit_transform(model_inputs("mlp"))
+    assert "gradient:0" in out and twin.layers_ == ["0"]
+
+
+def test_invalid_parameters_are_reported_in_fit():
+    probe = GradientProbe(make_model("mlp"), batch_size=0)  # __init__ stores, does not validate
+    with pytest.raises(ValueError, match=r"The 'batch_size' parameter of GradientProbe must be"):
+        probe.fit()
+    with pytest.raises(ValueError, match=r"The 'batchnorm' parameter of GradientProbe"):
+        GradientProbe(make_model("mlp"), batchnorm="train").fit()
+
+
+def test_layer_name_typo_lists_close_matches():
+    model = make_model("residual")
+    with pytest.raises(ValueError, match=r"layer 'blocks.7' not found.*close matches: 'blocks.2', 'blocks.1'"):
+        GradientProbe(model, layers=["blocks.7"]).fit()
