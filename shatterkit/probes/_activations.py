@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -12,15 +13,13 @@ import xarray as xr
 from shatterkit._dims import BYTE, DEPTH, LAYER, PATTERN, SAMPLE, UNIT
 from shatterkit._packing import pack_bits
 from shatterkit.probes._base import BaseProbe
+from shatterkit.probes._driver import ChunkFn, Variables, run_probe
 from shatterkit.probes._engine import (
-    BATCHNORM_MODES,
-    build_dataset,
-    chunks,
+    Session,
+    check_common,
     forward,
     iterate_models,
     prepare_inputs,
-    probe_session,
-    progress_bar,
     to_device,
     unwrap_model,
 )
@@ -40,6 +39,8 @@ def activation_patterns(
     device: Any = None,
     packed: bool = False,
     progress: bool | None = None,
+    store: Any = None,
+    resume: bool = False,
 ) -> xr.Dataset:
     """Record which units of every rectifier call are on (pre-activation > 0) for each input.
 
@@ -70,6 +71,10 @@ def activation_patterns(
         1/8 of the memory of bool. :func:`shatterkit.unpack_patterns` restores bool.
     progress : bool, optional
         Show a progress bar.
+    store : str, os.PathLike or zarr store, optional
+        Stream the result batch by batch into this zarr store and return it lazily opened.
+    resume : bool
+        With ``store``: compute only the batches an interrupted run did not finish.
 
     Returns
     -------
@@ -96,88 +101,62 @@ def activation_patterns(
     """
     members, ensemble = iterate_models(model, _CALLER)
     inputs = prepare_inputs(X, _CALLER)
-    if batchnorm not in BATCHNORM_MODES:
-        raise ValueError(
-            f"The 'batchnorm' parameter of {_CALLER} must be one of {BATCHNORM_MODES}. "
-            f"Got {batchnorm!r} instead."
-        )
-    runs = [
-        _one_model(m, inputs, layers, batchnorm, batch_size, device, packed, progress)
-        for m in members
-    ]
-    names, sizes = runs[0][1], runs[0][2]
-    for i, (_, other, other_sizes) in enumerate(runs[1:], start=1):
-        if other != names or other_sizes != sizes:
-            raise ValueError(
-                "The ensemble's models must have the same rectifier layers; model 0 has "
-                f"{len(names)} layer(s), model {i} has {len(other)} or different sizes."
-            )
-    layer_coord = np.repeat(np.array(names, dtype=object), sizes).astype(str)
-    depth_coord = np.repeat(np.arange(1, len(names) + 1), sizes)
-    dims = (SAMPLE, BYTE if packed else UNIT)
-    attrs = {"long_name": "unit on (pre-activation > 0)", "units": "1"}
-    if packed:
-        attrs.update(packed=1, bit_order="big")
-    return build_dataset(
-        {PATTERN: (dims, [r[0] for r in runs], attrs)},
+    check_common(batchnorm, batch_size, _CALLER)
+    return run_probe(
+        members,
         inputs,
-        ensemble,
-        coords={LAYER: (UNIT, layer_coord), DEPTH: (UNIT, depth_coord)},
+        partial(_chunk_fn, layers=layers, packed=packed),
+        ensemble=ensemble,
+        session_kw={
+            "batchnorm": batchnorm,
+            "batch_size": batch_size,
+            "device": device,
+            "caller": _CALLER,
+            "record": True,
+            "gradients": False,
+        },
         attrs={
             "model_class": type(unwrap_model(members[0])).__name__,
             "batchnorm": batchnorm,
             "packed": int(packed),
-            "n_layers": len(names),
             "history": f"shatterkit.activation_patterns(batchnorm={batchnorm!r}, packed={packed})",
         },
+        progress=progress,
+        store=store,
+        resume=resume,
     )
 
 
-def _one_model(
-    model: torch.nn.Module,
-    inputs: Any,
-    layers: Any,
-    batchnorm: str,
-    batch_size: int | str,
-    device: Any,
-    packed: bool,
-    progress: bool | None,
-) -> tuple[np.ndarray, list[str], list[int]]:
-    parts: list[np.ndarray] = []
-    names: list[str] = []
-    sizes: list[int] = []
-    with probe_session(
-        model,
-        inputs,
-        batchnorm=batchnorm,
-        batch_size=batch_size,
-        device=device,
-        caller=_CALLER,
-        record=True,
-        gradients=False,
-    ) as s:
-        slices = chunks(inputs.n, s.batch_size)
-        bar = progress_bar(len(slices), progress, "patterns")
+def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
+    """The per-batch pattern recorder of one model."""
+    keep: list[int] = []
+    attrs = {"long_name": "unit on (pre-activation > 0)", "units": "1"}
+    if packed:
+        attrs.update(packed=1, bit_order="big")
+
+    def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
         with torch.no_grad():
-            for i, sl in enumerate(slices):
-                forward(s.model, s.mode, to_device(inputs.data[sl], s.device, s.dtype), i == 0, _CALLER)
-                if s.missed:
-                    raise RuntimeError(
-                        f"rectifier module(s) {sorted(set(s.missed))} ran but their activation "
-                        "was not seen (a compiled or non-functional implementation?); refusing "
-                        "to return partial patterns."
-                    )
-                recorded = s.mode.patterns
-                if i == 0:
-                    keep = _select(recorded, layers, type(s.model).__name__)
-                    names = [recorded[k][0] for k in keep]
-                    sizes = [int(recorded[k][1].shape[1]) for k in keep]
-                bits = torch.cat([recorded[k][1] for k in keep], dim=1)
-                parts.append((pack_bits(bits) if packed else bits).cpu().numpy())
-                s.mode.patterns = []
-                bar.update()
-        bar.close()
-    return np.concatenate(parts), names, sizes
+            forward(s.model, s.mode, to_device(x_cpu, s.device, s.dtype), first, _CALLER)
+        if s.missed:
+            raise RuntimeError(
+                f"rectifier module(s) {sorted(set(s.missed))} ran but their activation was not "
+                "seen (a compiled or non-functional implementation?); refusing to return "
+                "partial patterns."
+            )
+        recorded, s.mode.patterns = s.mode.patterns, []
+        if not keep:
+            keep.extend(_select(recorded, layers, type(s.model).__name__))
+        names = [recorded[k][0] for k in keep]
+        sizes = [int(recorded[k][1].shape[1]) for k in keep]
+        bits = torch.cat([recorded[k][1] for k in keep], dim=1)
+        data = (pack_bits(bits) if packed else bits).cpu().numpy()
+        coords = {
+            LAYER: (UNIT, np.repeat(np.array(names), sizes)),
+            DEPTH: (UNIT, np.repeat(np.arange(1, len(names) + 1), sizes)),
+        }
+        return {PATTERN: ((SAMPLE, BYTE if packed else UNIT), data, attrs)}, coords
+
+    return run
 
 
 def _select(recorded: list[tuple[str, torch.Tensor]], layers: Any, model_name: str) -> list[int]:
@@ -269,7 +248,7 @@ class ActivationProbe(BaseProbe):
         # Rectifier calls are named while the model runs, so their names are checked there.
         return [] if self.layers == "rectifiers" else list(np.atleast_1d(self.layers))
 
-    def _transform(self, model: Any, X: Any) -> xr.Dataset:
+    def _transform(self, model: Any, X: Any, **kw: Any) -> xr.Dataset:
         return activation_patterns(
             model,
             X,
@@ -279,4 +258,5 @@ class ActivationProbe(BaseProbe):
             device=self.device,
             packed=self.packed,
             progress=self.progress,
+            **kw,
         )

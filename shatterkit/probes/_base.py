@@ -91,13 +91,18 @@ class BaseProbe(BaseEstimator):
         self.input_shape_ = None if X is None else tuple(getattr(X, "shape", ()))[1:]
         return self
 
-    def transform(self, X: Any) -> xr.Dataset:
+    def transform(self, X: Any, store: Any = None, resume: bool = False) -> xr.Dataset:
         """Probe the model on inputs ``X`` and return the labeled result.
 
         Parameters
         ----------
         X : array-like, torch.Tensor or xarray.DataArray
-            Inputs with the samples along the first axis (dim ``sample``).
+            Inputs with the samples along the first axis (dim ``sample``); dask-backed
+            DataArrays give dask-backed results.
+        store : str, os.PathLike or zarr store, optional
+            Stream the result batch by batch into this zarr store; returns it lazily opened.
+        resume : bool
+            With ``store``: compute only the batches an interrupted run did not finish.
 
         Returns
         -------
@@ -106,14 +111,14 @@ class BaseProbe(BaseEstimator):
         """
         check_is_fitted(self, "models_")
         model: Any = self.models_ if self.n_models_ else self.models_[0]
-        return self._transform(model, X)
+        return self._transform(model, X, store=store, resume=resume)
 
-    def fit_transform(self, X: Any, y: Any = None) -> xr.Dataset:
-        """``fit(X).transform(X)``."""
-        return self.fit(X, y).transform(X)
+    def fit_transform(self, X: Any, y: Any = None, **transform_kw: Any) -> xr.Dataset:
+        """``fit(X).transform(X, **transform_kw)``."""
+        return self.fit(X, y).transform(X, **transform_kw)
 
     def _resolve_layers(self, model: nn.Module) -> list[str]:
         return resolve_layers(model, self.layers, type(self).__name__)
 
-    def _transform(self, model: Any, X: Any) -> xr.Dataset:  # pragma: no cover - abstract
+    def _transform(self, model: Any, X: Any, **kw: Any) -> xr.Dataset:  # pragma: no cover
         raise NotImplementedError

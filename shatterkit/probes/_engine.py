@@ -342,24 +342,47 @@ def _is_crelu(module: nn.Module) -> bool:
 
 @dataclass
 class Inputs:
-    """Inputs as a CPU tensor plus what is needed to label the results."""
+    """Inputs plus what is needed to label the results.
 
-    data: torch.Tensor
+    ``data`` is a CPU tensor, or a dask array for inputs that stay lazy (probed block by block).
+    """
+
+    data: Any
     dims: tuple[str, ...]
     coords: dict[str, Any]
+    caller: str = "probe"
 
     @property
     def n(self) -> int:
         return int(self.data.shape[0])
 
+    @property
+    def lazy(self) -> bool:
+        return not isinstance(self.data, torch.Tensor)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if self.lazy:
+            return torch.from_numpy(np.zeros(0, dtype=self.data.dtype)).dtype
+        return self.data.dtype
+
+    def get(self, sl: slice) -> torch.Tensor:
+        """The samples ``sl`` as a CPU tensor (a lazy block is computed and checked here)."""
+        if not self.lazy:
+            return self.data[sl]
+        block = torch.from_numpy(np.array(self.data[sl], copy=True))
+        _check_finite(block, self.caller, offset=sl.start or 0)
+        return block
+
 
 def prepare_inputs(X: Any, caller: str) -> Inputs:
-    """Validate ``X`` and return it as a CPU tensor with its dims and coords.
+    """Validate ``X`` and return it as a CPU tensor (or lazy dask array) with dims and coords.
 
-    Accepts an ``xarray.DataArray`` whose first dim is ``sample``, a ``torch.Tensor`` or an
-    array-like with the samples along the first axis. Never modifies ``X``.
+    Accepts an ``xarray.DataArray`` whose first dim is ``sample`` (dask-backed ones stay lazy), a
+    ``torch.Tensor`` or an array-like with the samples along the first axis. Never modifies ``X``.
     """
     coords: dict[str, Any] = {}
+    data: Any
     if isinstance(X, xr.Dataset):
         raise TypeError(
             f"The 'X' parameter of {caller} must be a DataArray, tensor or array of inputs. "
@@ -373,23 +396,23 @@ def prepare_inputs(X: Any, caller: str) -> Inputs:
             )
         dims = tuple(str(d) for d in X.dims[1:])
         coords = {
-            str(k): v.variable for k, v in X.coords.items() if set(v.dims) <= set(X.dims)
+            str(k): v.variable.load() for k, v in X.coords.items() if set(v.dims) <= set(X.dims)
         }
-        values: Any = X.data
-        if not isinstance(values, np.ndarray):
-            values = np.asarray(values)
-        tensor = torch.from_numpy(np.array(values, copy=True)) if values.dtype != object else None
+        if X.chunks is not None:
+            data = X.data
+        else:
+            data = torch.from_numpy(np.array(X.values, copy=True)) if X.dtype != object else None
     elif isinstance(X, torch.Tensor):
         if X.device.type == "meta":
             raise ValueError(
                 f"The 'X' parameter of {caller} must hold data. Got a tensor on the meta device."
             )
-        tensor = X.detach()
-        if tensor.is_inference():
+        data = X.detach()
+        if data.is_inference():
             with torch.inference_mode(False):
-                tensor = tensor.clone()
-        tensor = tensor.cpu() if tensor.device.type != "cpu" else tensor
-        dims = input_dims(max(tensor.dim() - 1, 0))
+                data = data.clone()
+        data = data.cpu() if data.device.type != "cpu" else data
+        dims = input_dims(max(data.dim() - 1, 0))
     else:
         try:
             arr = np.asarray(X)
@@ -400,30 +423,38 @@ def prepare_inputs(X: Any, caller: str) -> Inputs:
                 f"The 'X' parameter of {caller} must be a DataArray, tensor or array of numbers. "
                 f"Got {type(X).__name__} instead."
             )
-        tensor = torch.from_numpy(np.array(arr, copy=True))
+        data = torch.from_numpy(np.array(arr, copy=True))
         dims = input_dims(max(arr.ndim - 1, 0))
-    if tensor is None:
+    if data is None:
         raise TypeError(f"The 'X' parameter of {caller} must hold numbers. Got objects instead.")
-    if tensor.dim() < 2:
+    inputs = Inputs(data, dims, coords, caller)
+    shape = tuple(data.shape)
+    if len(shape) < 2:
         raise ValueError(
             f"The 'X' parameter of {caller} must have a sample axis and at least one input axis "
-            f"(shape (n_samples, ...)). Got shape {tuple(tensor.shape)} instead; for 1-D inputs "
+            f"(shape (n_samples, ...)). Got shape {shape} instead; for 1-D inputs "
             "use shape (n, 1), e.g. shatterkit.inputs.line()."
         )
-    if tensor.shape[0] == 0:
+    if shape[0] == 0:
         raise ValueError(f"The 'X' parameter of {caller} must hold at least one sample. Got 0.")
-    if tensor.dtype.is_complex or not tensor.dtype.is_floating_point:
+    dtype = inputs.dtype
+    if dtype.is_complex or not dtype.is_floating_point:
         raise TypeError(
             f"The 'X' parameter of {caller} must have a real floating dtype (float32 or float64). "
-            f"Got {tensor.dtype} instead; convert with .float() or .astype('float32')."
+            f"Got {dtype} instead; convert with .float() or .astype('float32')."
         )
+    if not inputs.lazy:
+        _check_finite(data, caller)
+    return inputs
+
+
+def _check_finite(tensor: torch.Tensor, caller: str, offset: int = 0) -> None:
     if not torch.isfinite(tensor).all():
         bad = (~torch.isfinite(tensor.reshape(tensor.shape[0], -1))).any(1).nonzero().flatten()
         raise ValueError(
             f"The 'X' parameter of {caller} must be finite. Got NaN or inf in "
-            f"{len(bad)} sample(s), first at index {bad[:5].tolist()}."
+            f"{len(bad)} sample(s), first at index {(bad[:5] + offset).tolist()}."
         )
-    return Inputs(tensor, dims, coords)
 
 
 # -- device and dtype -----------------------------------------------------------------------------
@@ -479,13 +510,13 @@ def resolve_device(model: nn.Module, device: Any, caller: str) -> tuple[nn.Modul
 
 def compute_dtype(model: nn.Module, inputs: Inputs, device: torch.device, caller: str) -> torch.dtype:
     _, dtype = model_device_dtype(model)
-    dtype = dtype or inputs.data.dtype
+    dtype = dtype or inputs.dtype
     if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
         raise TypeError(
             f"{caller} computes in the model's dtype, {dtype}, which is not supported on the CPU. "
             "Use float32 or float64 (model.float()), or probe on a CUDA device."
         )
-    if inputs.data.dtype == torch.float16 and device.type == "cpu":
+    if inputs.dtype == torch.float16 and device.type == "cpu":
         raise TypeError(
             f"The 'X' parameter of {caller} must be float32 or float64 on the CPU. "
             "Got float16 instead; convert with .float()."
@@ -539,7 +570,7 @@ def _looks_like_shape_error(err: RuntimeError) -> bool:
 
 def population_statistics(
     model: nn.Module,
-    data: torch.Tensor,
+    inputs: Inputs,
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype,
@@ -551,7 +582,13 @@ def population_statistics(
     order: one pass over the chunks per call, each pass stopping right after the call it gathers.
     When the whole set fits in one batch a single forward gathers all of them.
     """
-    n = data.shape[0]
+    n = inputs.n
+    with torch.no_grad():
+        # one sample tells whether the model makes any batch-norm call at all
+        probe = ProbeMode(batchnorm="gather", whole_set=True)
+        forward(model, probe, to_device(inputs.get(slice(0, 1)), device, dtype), True, caller)
+        if not probe.stats:
+            return []
     mode = ProbeMode(batchnorm="gather", whole_set=n <= batch_size)
     with torch.no_grad():
         while True:
@@ -559,7 +596,7 @@ def population_statistics(
             completed = True
             for i, sl in enumerate(chunks(n, batch_size)):
                 try:
-                    forward(model, mode, to_device(data[sl], device, dtype), i == 0, caller)
+                    forward(model, mode, to_device(inputs.get(sl), device, dtype), i == 0, caller)
                 except _StopForward:
                     completed = False
             if mode.whole_set or completed and len(mode.stats) == target:
@@ -638,16 +675,39 @@ def versions() -> dict[str, str]:
     return {"torch_version": torch.__version__, "shatterkit_version": __version__}
 
 
-def check_finite_gradients(values: np.ndarray, caller: str) -> int:
-    """Count non-finite gradient values; warn with the first samples that have them."""
-    bad = ~np.isfinite(values)
-    count = int(bad.sum())
+def check_common(batchnorm: Any, batch_size: Any, caller: str) -> None:
+    """Validate the parameters shared by both probes' functional cores."""
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(
+            f"The 'batchnorm' parameter of {caller} must be a str among {set(BATCHNORM_MODES)}. "
+            f"Got {batchnorm!r} instead."
+        )
+    if not (
+        batch_size == "auto"
+        or (isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size >= 1)
+    ):
+        raise ValueError(
+            f"The 'batch_size' parameter of {caller} must be an int in the range [1, inf) or "
+            f"'auto'. Got {batch_size!r} instead."
+        )
+
+
+def count_nonfinite(ds: xr.Dataset, caller: str) -> int:
+    """Count non-finite gradient values in ``ds``; warn with the first samples that have them."""
+    count, where = 0, []
+    for name, da in ds.data_vars.items():
+        if not str(name).startswith("gradient"):
+            continue
+        bad = ~np.isfinite(da.values)
+        count += int(bad.sum())
+        if bad.any():
+            other = [d for d in da.dims if d != SAMPLE]
+            samples = np.flatnonzero(bad.any(axis=tuple(da.dims.index(d) for d in other)))
+            where.append(f"{name} at samples {samples[:5].tolist()}")
     if count:
-        per_sample = bad.reshape(-1, bad.shape[-1] if bad.ndim > 1 else 1).any(-1)
         warnings.warn(
-            f"{caller}: {count} non-finite gradient value(s) (first flat sample rows "
-            f"{np.flatnonzero(per_sample)[:5].tolist()}); recorded in attrs['n_nonfinite']. "
-            "Metrics refuse them unless skipna=True.",
+            f"{caller}: {count} non-finite gradient value(s): {'; '.join(where)}. Recorded in "
+            "attrs['n_nonfinite']; the metrics refuse them unless skipna=True.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -712,8 +772,12 @@ def probe_session(
     caller: str,
     record: bool = False,
     gradients: bool = True,
+    stats: list[_Stat] | None = None,
 ) -> Iterator[Session]:
-    """Prepare ``model`` for probing and restore it afterwards, whatever happens."""
+    """Prepare ``model`` for probing and restore it afterwards, whatever happens.
+
+    ``stats`` are population statistics computed beforehand (for lazy inputs probed by block).
+    """
     model = unwrap_model(model)
     run, dev = resolve_device(model, device, caller)
     dtype = compute_dtype(run, inputs, dev, caller)
@@ -723,39 +787,22 @@ def probe_session(
         if batch_size == "auto":
             probe = ProbeMode("coupled") if batchnorm == "population" else ProbeMode(batchnorm)
             probe.activation_modules = mode.activation_modules
-            x1 = to_device(inputs.data[:2], dev, dtype)
+            x1 = to_device(inputs.get(slice(0, 2)), dev, dtype)
             batch_size = auto_batch_size(run, x1, dev, probe, gradients)
         if batchnorm == "coupled":
+            if inputs.lazy:
+                raise ValueError(
+                    f"batchnorm='coupled' in {caller} differentiates through the statistics of "
+                    "the whole set as one batch, which needs the inputs in memory; load them "
+                    "(X.load()) or use batchnorm='population'."
+                )
             batch_size = inputs.n
         if batchnorm == "population":
-            mode.stats = population_statistics(
-                run, inputs.data, int(batch_size), dev, dtype, caller
+            mode.stats = (
+                stats
+                if stats is not None
+                else population_statistics(run, inputs, int(batch_size), dev, dtype, caller)
             )
         missed.clear()
         mode.n_activation_calls = 0
         yield Session(run, mode, handles, dev, dtype, int(batch_size), missed)
-
-
-def build_dataset(
-    variables: dict[str, tuple[tuple[str, ...], list[np.ndarray], dict[str, Any]]],
-    inputs: Inputs,
-    ensemble: bool,
-    coords: dict[str, Any] | None = None,
-    attrs: dict[str, Any] | None = None,
-) -> xr.Dataset:
-    """Stack per-model arrays into a Dataset (leading ``model`` dim only for ensembles)."""
-    from shatterkit._dims import MODEL, safe_attrs
-
-    data_vars = {}
-    for name, (dims, per_model, var_attrs) in variables.items():
-        if ensemble:
-            data_vars[name] = ((MODEL, *dims), np.stack(per_model), var_attrs)
-        else:
-            data_vars[name] = (dims, per_model[0], var_attrs)
-    all_coords = {SAMPLE: np.arange(inputs.n), **inputs.coords, **(coords or {})}
-    ds = xr.Dataset(data_vars, coords=all_coords)
-    if ensemble:
-        n_models = len(next(iter(variables.values()))[1])
-        ds = ds.assign_coords({MODEL: np.arange(n_models)})
-    ds.attrs = safe_attrs({**(attrs or {}), **versions()})
-    return ds

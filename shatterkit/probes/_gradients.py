@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from numbers import Integral
 from typing import Any
 
@@ -10,19 +12,24 @@ import torch
 import xarray as xr
 from sklearn.utils._param_validation import Interval
 
-from shatterkit._dims import DEPTH, GRADIENT, LAYER, LAYER_GRADIENT_PREFIX, OUTPUT, input_dims
+from shatterkit._dims import (
+    DEPTH,
+    GRADIENT,
+    LAYER,
+    LAYER_GRADIENT_PREFIX,
+    OUTPUT,
+    SAMPLE,
+    input_dims,
+)
 from shatterkit.probes._base import BaseProbe, resolve_layers
+from shatterkit.probes._driver import ChunkFn, Variables, run_probe
 from shatterkit.probes._engine import (
-    BATCHNORM_MODES,
-    build_dataset,
-    check_finite_gradients,
-    chunks,
+    Session,
+    check_common,
     describe_output,
     forward,
     iterate_models,
     prepare_inputs,
-    probe_session,
-    progress_bar,
     select_output,
     to_device,
     unwrap_model,
@@ -43,6 +50,8 @@ def input_gradients(
     batch_size: int | str = 256,
     device: Any = None,
     progress: bool | None = None,
+    store: Any = None,
+    resume: bool = False,
 ) -> xr.Dataset:
     r"""Per-sample gradient of a scalar output with respect to each input (and layer outputs).
 
@@ -78,12 +87,19 @@ def input_gradients(
         Run on a copy of the model on this device; default: where the model's parameters are.
     progress : bool, optional
         Show a progress bar; default: only on a terminal and for more than one batch.
+    store : str, os.PathLike or zarr store, optional
+        Stream the result batch by batch into this zarr store and return it lazily opened, so
+        memory stays bounded by one batch. Each finished batch is flagged in the store.
+    resume : bool
+        With ``store``: keep the batches an interrupted run finished and compute only the rest
+        (same ``batch_size`` needed).
 
     Returns
     -------
     xarray.Dataset
         ``gradient`` (dims ``sample`` + the input's dims), ``output`` (``sample``), and one
-        ``gradient:<layer>`` variable per selected layer; see ``docs/schema.md``.
+        ``gradient:<layer>`` variable per selected layer; see ``docs/schema.md``. Dask-backed
+        inputs give a dask-backed result, one task per input block.
 
     See Also
     --------
@@ -107,123 +123,84 @@ def input_gradients(
     """
     members, ensemble = iterate_models(model, _CALLER)
     inputs = prepare_inputs(X, _CALLER)
-    if batchnorm not in BATCHNORM_MODES:
-        raise ValueError(
-            f"The 'batchnorm' parameter of {_CALLER} must be one of {BATCHNORM_MODES}. "
-            f"Got {batchnorm!r} instead."
-        )
-    if not (batch_size == "auto" or (isinstance(batch_size, Integral) and batch_size >= 1)):
-        raise ValueError(
-            f"The 'batch_size' parameter of {_CALLER} must be an int in the range [1, inf) or "
-            f"'auto'. Got {batch_size!r} instead."
-        )
+    check_common(batchnorm, batch_size, _CALLER)
     names = resolve_layers(unwrap_model(members[0]), layers, _CALLER)
-    runs = [
-        _one_model(m, inputs, output, names, batchnorm, batch_size, device, progress)
-        for m in members
-    ]
-    per_model = [r[0] for r in runs]
-    device_used, dtype_used = runs[0][1]
-    variables = {
-        key: (dims, [pm[key][1] for pm in per_model], attrs)
-        for key, (dims, _, attrs) in per_model[0].items()
-    }
-    n_bad = check_finite_gradients(
-        np.concatenate([v.ravel() for pm in per_model for k, (_, v, _) in pm.items() if k != OUTPUT]),
-        _CALLER,
-    )
-    return build_dataset(
-        variables,
+    return run_probe(
+        members,
         inputs,
-        ensemble,
+        partial(_chunk_fn, output=output, names=names, dims=inputs.dims),
+        ensemble=ensemble,
+        session_kw={
+            "batchnorm": batchnorm,
+            "batch_size": batch_size,
+            "device": device,
+            "caller": _CALLER,
+        },
         attrs={
             "model_class": type(unwrap_model(members[0])).__name__,
             "output": describe_output(output),
             "batchnorm": batchnorm,
-            "dtype": dtype_used,
-            "device": device_used,
-            "n_nonfinite": n_bad,
+            "layers": json.dumps(names),
             "history": f"shatterkit.input_gradients(batchnorm={batchnorm!r}, layers={layers!r})",
         },
+        progress=progress,
+        store=store,
+        resume=resume,
     )
 
 
-def _one_model(
-    model: torch.nn.Module,
-    inputs: Any,
-    output: Any,
-    names: list[str],
-    batchnorm: str,
-    batch_size: int | str,
-    device: Any,
-    progress: bool | None,
-) -> tuple[dict[str, Any], tuple[str, str]]:
-    """Gradients of one model: ``{var: (dims, array, attrs)}`` and (device, dtype) used."""
-    grads: list[np.ndarray] = []
-    outs: list[np.ndarray] = []
-    layer_grads: dict[str, list[np.ndarray]] = {}
-    layer_dims: dict[str, tuple[str, ...]] = {}
-    with probe_session(
-        model, inputs, batchnorm=batchnorm, batch_size=batch_size, device=device, caller=_CALLER
-    ) as s:
-        captured: list[tuple[str, torch.Tensor]] = []
-        wanted = set(names)
-        modules = dict(s.model.named_modules())
+def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...]) -> ChunkFn:
+    """Set up the layer hooks of one model; return the per-batch gradient function."""
+    captured: list[tuple[str, torch.Tensor]] = []
+    modules = dict(s.model.named_modules())
+    module_names = {modules[n]: n for n in names}
 
-        def capture(module: torch.nn.Module, _args: Any, out: Any) -> Any:
-            if not isinstance(out, torch.Tensor) or not out.requires_grad:
-                return None
-            # Return a copy so that a later in-place op (ReLU(inplace=True)) rewrites the copy,
-            # not the tensor we differentiate with respect to.
-            captured.append((s.mode.call_name(module_names[module]), out))
-            return out.clone()
+    def capture(module: torch.nn.Module, _args: Any, out: Any) -> Any:
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return None
+        captured.append((s.mode.call_name(module_names[module]), out))
+        # Return a copy so that a later in-place op (ReLU(inplace=True)) rewrites the copy,
+        # not the tensor we differentiate with respect to.
+        return out.clone()
 
-        module_names = {modules[n]: n for n in wanted}
-        for n in names:
-            s.handles.append(modules[n].register_forward_hook(capture))
-        slices = chunks(inputs.n, s.batch_size)
-        bar = progress_bar(len(slices), progress, "gradients")
+    for n in names:
+        s.handles.append(modules[n].register_forward_hook(capture))
+
+    def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
+        captured.clear()
         with torch.inference_mode(False), torch.enable_grad():
-            for i, sl in enumerate(slices):
-                captured.clear()
-                x = to_device(inputs.data[sl], s.device, s.dtype).requires_grad_(True)
-                out = forward(s.model, s.mode, x, i == 0, _CALLER)
-                y = select_output(out, output, x.shape[0], _CALLER)
-                targets = [x] + [t for _, t in captured]
-                g = torch.autograd.grad(y.sum(), targets, allow_unused=True)
-                grads.append(_host(g[0], x))
-                outs.append(y.detach().cpu().numpy())
-                for (name, t), gt in zip(captured, g[1:], strict=True):
-                    layer_grads.setdefault(name, []).append(_host(gt, t))
-                    layer_dims[name] = tuple(f"{name}:{d}" for d in input_dims(t.dim() - 1))
-                bar.update()
-        bar.close()
-        device_used, dtype_used = str(s.device), str(s.dtype).replace("torch.", "")
-    if names and not layer_grads:
-        raise ValueError(
-            f"none of the selected layers {names[:5]} produced a tensor output that depends on "
-            "the input; nothing to differentiate with respect to."
-        )
-    result: dict[str, Any] = {
-        GRADIENT: (
-            ("sample", *inputs.dims),
-            np.concatenate(grads),
-            {
-                "long_name": "input gradient",
-                "units": "output units per input unit",
-                LAYER: "input",
-                DEPTH: 0,
-            },
-        ),
-        OUTPUT: (("sample",), np.concatenate(outs), {"long_name": "selected output"}),
-    }
-    for depth, (name, parts) in enumerate(layer_grads.items(), start=1):
-        result[f"{LAYER_GRADIENT_PREFIX}{name}"] = (
-            ("sample", *layer_dims[name]),
-            np.concatenate(parts),
-            {"long_name": f"gradient w.r.t. the output of {name}", LAYER: name, DEPTH: depth},
-        )
-    return result, (device_used, dtype_used)
+            x = to_device(x_cpu, s.device, s.dtype).requires_grad_(True)
+            out = forward(s.model, s.mode, x, first, _CALLER)
+            y = select_output(out, output, x.shape[0], _CALLER)
+            targets = [x] + [t for _, t in captured]
+            grads = torch.autograd.grad(y.sum(), targets, allow_unused=True)
+        if names and first and not captured:
+            raise ValueError(
+                f"none of the selected layers {names[:5]} produced a tensor output that depends "
+                "on the input; there is nothing to differentiate with respect to."
+            )
+        variables: Variables = {
+            GRADIENT: (
+                (SAMPLE, *dims),
+                _host(grads[0], x),
+                {
+                    "long_name": "input gradient",
+                    "units": "output units per input unit",
+                    LAYER: "input",
+                    DEPTH: 0,
+                },
+            ),
+            OUTPUT: ((SAMPLE,), y.detach().cpu().numpy(), {"long_name": "selected output"}),
+        }
+        for depth, ((name, t), g) in enumerate(zip(captured, grads[1:], strict=True), start=1):
+            variables[f"{LAYER_GRADIENT_PREFIX}{name}"] = (
+                (SAMPLE, *(f"{name}:{d}" for d in input_dims(t.dim() - 1))),
+                _host(g, t),
+                {"long_name": f"gradient w.r.t. the output of {name}", LAYER: name, DEPTH: depth},
+            )
+        return variables, {}
+
+    return run
 
 
 def _host(grad: torch.Tensor | None, like: torch.Tensor) -> np.ndarray:
@@ -308,7 +285,7 @@ class GradientProbe(BaseProbe):
         self.device = device
         self.progress = progress
 
-    def _transform(self, model: Any, X: Any) -> xr.Dataset:
+    def _transform(self, model: Any, X: Any, **kw: Any) -> xr.Dataset:
         return input_gradients(
             model,
             X,
@@ -318,4 +295,5 @@ class GradientProbe(BaseProbe):
             batch_size=self.batch_size,
             device=self.device,
             progress=self.progress,
+            **kw,
         )

@@ -1,0 +1,342 @@
+"""Run a probe's per-batch function over models and batches: in memory, to zarr, or lazily on dask.
+
+A probe supplies ``make_chunk_fn(session)``, called once per model once the model is ready
+(hooks go in there), returning ``chunk_fn(x, first) -> (variables, coords)`` for one batch; this
+module owns everything around it, once for both probes:
+
+* in memory: concatenate the batches and stack the ensemble;
+* ``store=``: write each batch into a zarr store as soon as it is computed, mark it done, and
+  return the lazily opened store (memory bounded by one batch; ``resume=True`` skips done batches);
+* dask-backed inputs: one delayed task per input block, each probing its block with its own copy
+  of the model (on a ``distributed`` worker when a client is active).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from shatterkit._dims import GRADIENT, MODEL, SAMPLE, safe_attrs
+from shatterkit.probes._engine import (
+    Inputs,
+    Session,
+    _Stat,
+    chunks,
+    compute_dtype,
+    count_nonfinite,
+    population_statistics,
+    preserved_state,
+    probe_session,
+    progress_bar,
+    resolve_device,
+    unwrap_model,
+    versions,
+)
+
+Variables = dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]]
+ChunkFn = Callable[[torch.Tensor, bool], tuple[Variables, dict[str, Any]]]
+MakeChunkFn = Callable[[Session], ChunkFn]
+
+#: per batch of a zarr store: the count of non-finite gradient values once the batch is written,
+#: -1 before, so an interrupted probe can resume where it stopped
+DONE = "batch_nonfinite"
+
+
+def run_probe(
+    members: list[torch.nn.Module],
+    inputs: Inputs,
+    make_chunk_fn: MakeChunkFn,
+    *,
+    ensemble: bool,
+    session_kw: dict[str, Any],
+    attrs: dict[str, Any],
+    progress: bool | None,
+    store: Any = None,
+    resume: bool = False,
+) -> xr.Dataset:
+    """Probe every model of ``members`` on ``inputs`` and return the labeled Dataset."""
+    attrs = {**attrs, **versions()}
+    if store is not None:
+        return _to_zarr(members, inputs, make_chunk_fn, ensemble, session_kw, attrs, progress, store, resume)
+    if inputs.lazy:
+        return _lazy(members, inputs, make_chunk_fn, ensemble, session_kw, attrs)
+    per_model, coords = [], {}
+    for model in members:
+        parts: list[Variables] = []
+        with probe_session(model, inputs, **session_kw) as s:
+            chunk_fn = make_chunk_fn(s)
+            slices = chunks(inputs.n, s.batch_size)
+            bar = progress_bar(len(slices) * len(members), progress, session_kw["caller"])
+            for i, sl in enumerate(slices):
+                variables, coords = chunk_fn(inputs.get(sl), i == 0)
+                parts.append(variables)
+                bar.update()
+            bar.close()
+            attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
+        per_model.append(
+            {k: (d, np.concatenate([p[k][1] for p in parts]), a) for k, (d, _, a) in parts[0].items()}
+        )
+    ds = assemble(per_model, inputs, ensemble, coords, attrs)
+    if any(_is_gradient(v) for v in ds.data_vars):
+        ds.attrs["n_nonfinite"] = count_nonfinite(ds, session_kw["caller"])
+    return ds
+
+
+def _is_gradient(name: Any) -> bool:
+    return str(name).startswith(GRADIENT)
+
+
+def _nonfinite(variables: Variables) -> int:
+    return sum(int((~np.isfinite(a)).sum()) for k, (_, a, _) in variables.items() if _is_gradient(k))
+
+
+def assemble(
+    per_model: list[Variables],
+    inputs: Inputs,
+    ensemble: bool,
+    coords: dict[str, Any],
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    """Stack per-model variables into a Dataset (a leading ``model`` dim only for ensembles)."""
+    first = {k: (d, a.shape) for k, (d, a, _) in per_model[0].items()}
+    for i, pm in enumerate(per_model[1:], start=1):
+        other = {k: (d, a.shape) for k, (d, a, _) in pm.items()}
+        if other != first:
+            raise ValueError(
+                "The models of an ensemble must give results of the same layout; model 0 gives "
+                f"{_layout(first)}, model {i} gives {_layout(other)}."
+            )
+    data_vars = {}
+    for name, (dims, _, var_attrs) in per_model[0].items():
+        arrays = [pm[name][1] for pm in per_model]
+        if ensemble:
+            data_vars[name] = ((MODEL, *dims), _stack(arrays), var_attrs)
+        else:
+            data_vars[name] = (dims, arrays[0], var_attrs)
+    all_coords = {SAMPLE: np.arange(inputs.n), **inputs.coords, **coords}
+    ds = xr.Dataset(data_vars, coords=all_coords)
+    if ensemble:
+        ds = ds.assign_coords({MODEL: np.arange(len(per_model))})
+    ds.attrs = safe_attrs(attrs)
+    return ds
+
+
+def _layout(layout: dict[str, Any]) -> str:
+    return ", ".join(f"{k}{tuple(shape)}" for k, (_, shape) in layout.items())
+
+
+def _stack(arrays: list[Any]) -> Any:
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np.stack(arrays)
+    import dask.array as da
+
+    return da.stack(arrays)
+
+
+# -- zarr streaming -------------------------------------------------------------------------------
+
+
+def _to_zarr(
+    members: list[torch.nn.Module],
+    inputs: Inputs,
+    make_chunk_fn: MakeChunkFn,
+    ensemble: bool,
+    session_kw: dict[str, Any],
+    attrs: dict[str, Any],
+    progress: bool | None,
+    store: Any,
+    resume: bool,
+) -> xr.Dataset:
+    done = _done_flags(store) if resume else None
+    for k, model in enumerate(members):
+        with probe_session(model, inputs, **session_kw) as s:
+            chunk_fn = make_chunk_fn(s)
+            slices = chunks(inputs.n, s.batch_size)
+            if done is not None and done.shape[-1] != len(slices):
+                raise ValueError(
+                    f"resume=True needs the batch_size of the interrupted run: the store at "
+                    f"{store!r} has {done.shape[-1]} batches, batch_size={s.batch_size} gives "
+                    f"{len(slices)}."
+                )
+            bar = progress_bar(len(slices), progress, session_kw["caller"])
+            for i, sl in enumerate(slices):
+                if done is not None and (done[k, i] if ensemble else done[i]) >= 0:
+                    bar.update()
+                    continue
+                variables, coords = chunk_fn(inputs.get(sl), i == 0 or done is None)
+                if done is None:
+                    attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
+                    _initialise(store, variables, coords, inputs, ensemble, len(members), slices, attrs)
+                    done = np.full((len(members), len(slices)) if ensemble else len(slices), -1)
+                _write(store, variables, sl, k if ensemble else None)
+                count = _nonfinite(variables)
+                _mark_done(store, i, k if ensemble else None, count)
+                done[(k, i) if ensemble else i] = count
+                bar.update()
+            bar.close()
+    ds = xr.open_zarr(store)
+    total = int(ds[DONE].values.sum())
+    ds = ds.drop_vars(DONE)
+    if any(_is_gradient(v) for v in ds.data_vars):
+        ds.attrs["n_nonfinite"] = total
+        if total:
+            warnings.warn(
+                f"{session_kw['caller']}: {total} non-finite gradient value(s) in the store "
+                f"{store!r}; the metrics refuse them unless skipna=True.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return ds
+
+
+def _mark_done(store: Any, batch: int, model: int | None, count: int) -> None:
+    region = {"batch": slice(batch, batch + 1)}
+    if model is None:
+        flag = xr.Dataset({DONE: (("batch",), np.array([count]))})
+    else:
+        flag = xr.Dataset({DONE: ((MODEL, "batch"), np.array([[count]]))})
+        region[MODEL] = slice(model, model + 1)
+    flag.to_zarr(store, region=region)
+
+
+def _done_flags(store: Any) -> np.ndarray | None:
+    try:
+        existing = xr.open_zarr(store)
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+    if DONE not in existing:
+        raise ValueError(f"the zarr store at {store!r} was not written by a shatterkit probe.")
+    return existing[DONE].values
+
+
+def _initialise(
+    store: Any,
+    variables: Variables,
+    coords: dict[str, Any],
+    inputs: Inputs,
+    ensemble: bool,
+    n_models: int,
+    slices: list[slice],
+    attrs: dict[str, Any],
+) -> None:
+    import dask.array as da
+
+    batch = slices[0].stop - slices[0].start
+    data_vars = {}
+    for name, (dims, array, var_attrs) in variables.items():
+        shape = (inputs.n, *array.shape[1:])
+        chunk_shape = (batch, *array.shape[1:])
+        if ensemble:
+            dims, shape, chunk_shape = (MODEL, *dims), (n_models, *shape), (1, *chunk_shape)
+        data_vars[name] = (dims, da.zeros(shape, dtype=array.dtype, chunks=chunk_shape), var_attrs)
+    done_dims = (MODEL, "batch") if ensemble else ("batch",)
+    done_shape = (n_models, len(slices)) if ensemble else (len(slices),)
+    data_vars[DONE] = (done_dims, np.full(done_shape, -1, dtype=np.int64))
+    ds = xr.Dataset(data_vars, coords={SAMPLE: np.arange(inputs.n), **inputs.coords, **coords})
+    if ensemble:
+        ds = ds.assign_coords({MODEL: np.arange(n_models)})
+    ds.attrs = safe_attrs(attrs)
+    ds[DONE].encoding["chunks"] = (1, 1) if ensemble else (1,)
+    ds.to_zarr(store, mode="w", compute=False)
+    # the flags are real data: write them now so a store interrupted later reopens cleanly
+    ds[[DONE]].to_zarr(store, mode="r+")
+
+
+def _write(store: Any, variables: Variables, sl: slice, model: int | None) -> None:
+    data_vars = {}
+    for name, (dims, array, _) in variables.items():
+        if model is not None:
+            dims, array = (MODEL, *dims), array[None]
+        data_vars[name] = (dims, array)
+    region: dict[str, slice] = {SAMPLE: sl}
+    if model is not None:
+        region[MODEL] = slice(model, model + 1)
+    xr.Dataset(data_vars).to_zarr(store, region=region)
+
+
+# -- dask ---------------------------------------------------------------------------------------
+
+
+def _lazy(
+    members: list[torch.nn.Module],
+    inputs: Inputs,
+    make_chunk_fn: MakeChunkFn,
+    ensemble: bool,
+    session_kw: dict[str, Any],
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    import dask
+    import dask.array as da
+
+    block_sizes = inputs.data.chunks[0]
+    bounds = np.cumsum((0, *block_sizes))
+    per_model: list[Variables] = []
+    coords: dict[str, Any] = {}
+    for model in members:
+        stats = _stats_for(model, inputs, session_kw)
+        # one sample eagerly, to learn the names, shapes and dtypes of the variables
+        head = Inputs(inputs.get(slice(0, 1)), inputs.dims, {}, inputs.caller)
+        with probe_session(model, head, **{**session_kw, "stats": stats}) as s:
+            template, coords = make_chunk_fn(s)(head.data, True)
+            attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
+        shared = dask.delayed(model, pure=True, traverse=False)
+        tasks = [
+            dask.delayed(_probe_block, pure=True, nout=None)(
+                shared,
+                inputs.data[bounds[j] : bounds[j + 1]],
+                inputs.dims,
+                make_chunk_fn,
+                session_kw,
+                stats,
+            )
+            for j in range(len(block_sizes))
+        ]
+        variables: Variables = {}
+        for name, (dims, array, var_attrs) in template.items():
+            blocks = [
+                da.from_delayed(
+                    task[name], shape=(size, *array.shape[1:]), dtype=array.dtype
+                )
+                for task, size in zip(tasks, block_sizes, strict=True)
+            ]
+            variables[name] = (dims, da.concatenate(blocks), var_attrs)
+        per_model.append(variables)
+    if any(_is_gradient(v) for v in template):
+        attrs["n_nonfinite"] = -1  # not counted before compute; the metrics check their inputs
+    return assemble(per_model, inputs, ensemble, coords, attrs)
+
+
+def _stats_for(model: torch.nn.Module, inputs: Inputs, session_kw: dict[str, Any]) -> list[_Stat] | None:
+    """Population statistics over the whole lazy set, computed once before the blocks are probed."""
+    if session_kw["batchnorm"] != "population":
+        return None
+    run, device = resolve_device(unwrap_model(model), session_kw["device"], session_kw["caller"])
+    dtype = compute_dtype(run, inputs, device, session_kw["caller"])
+    batch = session_kw["batch_size"]
+    batch = 256 if batch == "auto" else int(batch)
+    with preserved_state(run):
+        return population_statistics(run, inputs, batch, device, dtype, session_kw["caller"])
+
+
+def _probe_block(
+    model: torch.nn.Module,
+    block: np.ndarray,
+    dims: tuple[str, ...],
+    make_chunk_fn: MakeChunkFn,
+    session_kw: dict[str, Any],
+    stats: list[_Stat] | None,
+) -> dict[str, np.ndarray]:
+    inputs = Inputs(torch.from_numpy(np.array(block, copy=True)), dims, {}, session_kw["caller"])
+    out: dict[str, list[np.ndarray]] = {}
+    with probe_session(model, inputs, **{**session_kw, "stats": stats}) as s:
+        chunk_fn = make_chunk_fn(s)
+        for i, sl in enumerate(chunks(inputs.n, s.batch_size)):
+            variables, _ = chunk_fn(inputs.get(sl), i == 0)
+            for name, (_, array, _) in variables.items():
+                out.setdefault(name, []).append(array)
+    return {name: np.concatenate(parts) for name, parts in out.items()}
