@@ -151,7 +151,7 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
         bits = torch.cat([recorded[k][1] for k in keep], dim=1)
         data = (pack_bits(bits) if packed else bits).cpu().numpy()
         coords = {
-            LAYER: (UNIT, np.repeat(np.array(names), sizes)),
+            LAYER: (UNIT, np.repeat(np.array(names, dtype=object), sizes)),
             DEPTH: (UNIT, np.repeat(np.arange(1, len(names) + 1), sizes)),
         }
         return {PATTERN: ((SAMPLE, BYTE if packed else UNIT), data, attrs)}, coords

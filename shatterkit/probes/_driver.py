@@ -13,6 +13,7 @@ module owns everything around it, once for both probes:
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,12 @@ def run_probe(
 ) -> xr.Dataset:
     """Probe every model of ``members`` on ``inputs`` and return the labeled Dataset."""
     attrs = {**attrs, **versions()}
+    if inputs.lazy and session_kw["batchnorm"] == "coupled":
+        raise ValueError(
+            f"batchnorm='coupled' in {session_kw['caller']} differentiates through the statistics "
+            "of the whole set as one batch, which needs the inputs in memory; load them "
+            "(X.load()) or use batchnorm='population'."
+        )
     if store is not None:
         return _to_zarr(members, inputs, make_chunk_fn, ensemble, session_kw, attrs, progress, store, resume)
     if inputs.lazy:
@@ -284,7 +291,9 @@ def _lazy(
         with probe_session(model, head, **{**session_kw, "stats": stats}) as s:
             template, coords = make_chunk_fn(s)(head.data, True)
             attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
-        shared = dask.delayed(model, pure=True, traverse=False)
+        # Ship the model as bytes: each task unpickles its own copy (its own hooks, its own
+        # device), and no serializer of the cluster gets to rebuild the module its own way.
+        shared = dask.delayed(_dumps(model), pure=True)
         tasks = [
             dask.delayed(_probe_block, pure=True, nout=None)(
                 shared,
@@ -323,8 +332,16 @@ def _stats_for(model: torch.nn.Module, inputs: Inputs, session_kw: dict[str, Any
         return population_statistics(run, inputs, batch, device, dtype, session_kw["caller"])
 
 
+def _dumps(model: torch.nn.Module) -> bytes:
+    try:
+        import cloudpickle
+    except ImportError:  # pragma: no cover - distributed brings cloudpickle
+        return pickle.dumps(model)
+    return cloudpickle.dumps(model)
+
+
 def _probe_block(
-    model: torch.nn.Module,
+    payload: bytes,
     block: np.ndarray,
     dims: tuple[str, ...],
     make_chunk_fn: MakeChunkFn,
@@ -332,6 +349,7 @@ def _probe_block(
     stats: list[_Stat] | None,
 ) -> dict[str, np.ndarray]:
     inputs = Inputs(torch.from_numpy(np.array(block, copy=True)), dims, {}, session_kw["caller"])
+    model = pickle.loads(payload)
     out: dict[str, list[np.ndarray]] = {}
     with probe_session(model, inputs, **{**session_kw, "stats": stats}) as s:
         chunk_fn = make_chunk_fn(s)

@@ -790,12 +790,6 @@ def probe_session(
             x1 = to_device(inputs.get(slice(0, 2)), dev, dtype)
             batch_size = auto_batch_size(run, x1, dev, probe, gradients)
         if batchnorm == "coupled":
-            if inputs.lazy:
-                raise ValueError(
-                    f"batchnorm='coupled' in {caller} differentiates through the statistics of "
-                    "the whole set as one batch, which needs the inputs in memory; load them "
-                    "(X.load()) or use batchnorm='population'."
-                )
             batch_size = inputs.n
         if batchnorm == "population":
             mode.stats = (

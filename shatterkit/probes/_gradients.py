@@ -290,7 +290,7 @@ class GradientProbe(BaseProbe):
             model,
             X,
             output=self.output,
-            layers=self.layers_ or None,
+            layers=self.layers,
             batchnorm=self.batchnorm,
             batch_size=self.batch_size,
             device=self.device,
