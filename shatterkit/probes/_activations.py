@@ -21,6 +21,7 @@ from shatterkit.probes._engine import (
     iterate_models,
     prepare_inputs,
     to_device,
+    to_host,
     unwrap_model,
 )
 
@@ -41,6 +42,7 @@ def activation_patterns(
     progress: bool | None = None,
     store: Any = None,
     resume: bool = False,
+    autocast: Any = None,
 ) -> xr.Dataset:
     """Record which units of every rectifier call are on (pre-activation > 0) for each input.
 
@@ -73,6 +75,10 @@ def activation_patterns(
         Show a progress bar.
     store : str, os.PathLike or zarr store, optional
         Stream the result batch by batch into this zarr store and return it lazily opened.
+    autocast : {None, "bfloat16", "float16"}
+        Run the forward under ``torch.autocast`` with this dtype (``float16`` on CUDA only);
+        gradients are returned in the inputs' dtype. ``benchmarks/`` measures the error this
+        introduces against float32.
     resume : bool
         With ``store``: compute only the batches an interrupted run did not finish.
 
@@ -109,9 +115,11 @@ def activation_patterns(
         ensemble=ensemble,
         session_kw={
             "batchnorm": batchnorm,
+            "autocast": str(autocast).replace("torch.", "") if autocast is not None else "none",
             "batch_size": batch_size,
             "device": device,
             "caller": _CALLER,
+            "autocast": autocast,
             "record": True,
             "gradients": False,
         },
@@ -136,7 +144,9 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
 
     def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
         with torch.no_grad():
-            forward(s.model, s.mode, to_device(x_cpu, s.device, s.dtype), first, _CALLER)
+            forward(
+                s.model, s.mode, to_device(x_cpu, s.device, s.dtype), first, _CALLER, s.autocast
+            )
         if s.missed:
             raise RuntimeError(
                 f"rectifier module(s) {sorted(set(s.missed))} ran but their activation was not "
@@ -149,7 +159,7 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
         names = [recorded[k][0] for k in keep]
         sizes = [int(recorded[k][1].shape[1]) for k in keep]
         bits = torch.cat([recorded[k][1] for k in keep], dim=1)
-        data = (pack_bits(bits) if packed else bits).cpu().numpy()
+        data = to_host(pack_bits(bits) if packed else bits)
         coords = {
             LAYER: (UNIT, np.repeat(np.array(names, dtype=object), sizes)),
             DEPTH: (UNIT, np.repeat(np.arange(1, len(names) + 1), sizes)),
@@ -234,6 +244,7 @@ class ActivationProbe(BaseProbe):
         device: Any = None,
         packed: bool = False,
         progress: bool | None = None,
+        autocast: Any = None,
         batchnorm: str = "population",
     ) -> None:
         self.model = model
@@ -242,6 +253,7 @@ class ActivationProbe(BaseProbe):
         self.device = device
         self.packed = packed
         self.progress = progress
+        self.autocast = autocast
         self.batchnorm = batchnorm
 
     def _resolve_layers(self, model: Any) -> list[str]:
@@ -258,5 +270,6 @@ class ActivationProbe(BaseProbe):
             device=self.device,
             packed=self.packed,
             progress=self.progress,
+            autocast=self.autocast,
             **kw,
         )

@@ -60,6 +60,7 @@ class BaseProbe(BaseEstimator):
         "batchnorm": [StrOptions(set(BATCHNORM_MODES))],
         "device": [None, str, torch.device],
         "progress": ["boolean", None],
+        "autocast": [None, StrOptions({"bfloat16", "float16"}), torch.dtype],
     }
 
     def __sklearn_clone__(self) -> BaseProbe:

@@ -30,6 +30,7 @@ from shatterkit.probes._engine import (
     chunks,
     compute_dtype,
     count_nonfinite,
+    finish_host,
     population_statistics,
     preserved_state,
     probe_session,
@@ -69,7 +70,9 @@ def run_probe(
             "(X.load()) or use batchnorm='population'."
         )
     if store is not None:
-        return _to_zarr(members, inputs, make_chunk_fn, ensemble, session_kw, attrs, progress, store, resume)
+        return _to_zarr(
+            members, inputs, make_chunk_fn, ensemble, session_kw, attrs, progress, store, resume
+        )
     if inputs.lazy:
         return _lazy(members, inputs, make_chunk_fn, ensemble, session_kw, attrs)
     per_model, coords = [], {}
@@ -85,8 +88,12 @@ def run_probe(
                 bar.update()
             bar.close()
             attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
+            device = s.device
         per_model.append(
-            {k: (d, np.concatenate([p[k][1] for p in parts]), a) for k, (d, _, a) in parts[0].items()}
+            {
+                k: (d, np.concatenate(finish_host([p[k][1] for p in parts], device)), a)
+                for k, (d, _, a) in parts[0].items()
+            }
         )
     ds = assemble(per_model, inputs, ensemble, coords, attrs)
     if any(_is_gradient(v) for v in ds.data_vars):
@@ -99,7 +106,9 @@ def _is_gradient(name: Any) -> bool:
 
 
 def _nonfinite(variables: Variables) -> int:
-    return sum(int((~np.isfinite(a)).sum()) for k, (_, a, _) in variables.items() if _is_gradient(k))
+    return sum(
+        int((~np.isfinite(a)).sum()) for k, (_, a, _) in variables.items() if _is_gradient(k)
+    )
 
 
 def assemble(
@@ -178,8 +187,11 @@ def _to_zarr(
                 variables, coords = chunk_fn(inputs.get(sl), i == 0 or done is None)
                 if done is None:
                     attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
-                    _initialise(store, variables, coords, inputs, ensemble, len(members), slices, attrs)
+                    _initialise(
+                        store, variables, coords, inputs, ensemble, len(members), slices, attrs
+                    )
                     done = np.full((len(members), len(slices)) if ensemble else len(slices), -1)
+                variables = _on_host(variables, s.device)
                 _write(store, variables, sl, k if ensemble else None)
                 count = _nonfinite(variables)
                 _mark_done(store, i, k if ensemble else None, count)
@@ -199,6 +211,12 @@ def _to_zarr(
                 stacklevel=3,
             )
     return ds
+
+
+def _on_host(variables: Variables, device: torch.device) -> Variables:
+    names = list(variables)
+    arrays = finish_host([variables[k][1] for k in names], device)
+    return {k: (variables[k][0], a, variables[k][2]) for k, a in zip(names, arrays, strict=True)}
 
 
 def _mark_done(store: Any, batch: int, model: int | None, count: int) -> None:
@@ -290,6 +308,7 @@ def _lazy(
         head = Inputs(inputs.get(slice(0, 1)), inputs.dims, {}, inputs.caller)
         with probe_session(model, head, **{**session_kw, "stats": stats}) as s:
             template, coords = make_chunk_fn(s)(head.data, True)
+            template = _on_host(template, s.device)
             attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
         # Ship the model as bytes: each task unpickles its own copy (its own hooks, its own
         # device), and no serializer of the cluster gets to rebuild the module its own way.
@@ -308,9 +327,7 @@ def _lazy(
         variables: Variables = {}
         for name, (dims, array, var_attrs) in template.items():
             blocks = [
-                da.from_delayed(
-                    task[name], shape=(size, *array.shape[1:]), dtype=array.dtype
-                )
+                da.from_delayed(task[name], shape=(size, *array.shape[1:]), dtype=array.dtype)
                 for task, size in zip(tasks, block_sizes, strict=True)
             ]
             variables[name] = (dims, da.concatenate(blocks), var_attrs)
@@ -320,7 +337,9 @@ def _lazy(
     return assemble(per_model, inputs, ensemble, coords, attrs)
 
 
-def _stats_for(model: torch.nn.Module, inputs: Inputs, session_kw: dict[str, Any]) -> list[_Stat] | None:
+def _stats_for(
+    model: torch.nn.Module, inputs: Inputs, session_kw: dict[str, Any]
+) -> list[_Stat] | None:
     """Population statistics over the whole lazy set, computed once before the blocks are probed."""
     if session_kw["batchnorm"] != "population":
         return None
@@ -357,4 +376,5 @@ def _probe_block(
             variables, _ = chunk_fn(inputs.get(sl), i == 0)
             for name, (_, array, _) in variables.items():
                 out.setdefault(name, []).append(array)
-    return {name: np.concatenate(parts) for name, parts in out.items()}
+        device = s.device
+    return {name: np.concatenate(finish_host(parts, device)) for name, parts in out.items()}

@@ -164,7 +164,11 @@ class ProbeMode(TorchFunctionMode):
             return self._center(args, kwargs)
         if func in DROPOUT_FUNCS:
             return args[0] if args else kwargs["input"]
-        if func in RECTIFIER_FUNCS or func in SMOOTH_FUNCS or _is_relu6_hardtanh(func, args, kwargs):
+        if (
+            func in RECTIFIER_FUNCS
+            or func in SMOOTH_FUNCS
+            or _is_relu6_hardtanh(func, args, kwargs)
+        ):
             self.n_activation_calls += 1
             if self.record:
                 pre = args[0] if args else kwargs["input"]
@@ -206,7 +210,9 @@ class ProbeMode(TorchFunctionMode):
                     f"{self._owner() or 'a batch-norm call'!r} has none "
                     "(track_running_stats=False). Use batchnorm='population' or 'coupled'."
                 )
-            return F.batch_norm(x, a["running_mean"], a["running_var"], weight, bias, False, 0.0, eps)
+            return F.batch_norm(
+                x, a["running_mean"], a["running_var"], weight, bias, False, 0.0, eps
+            )
         if self.batchnorm == "coupled":
             return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
         stat = self._next_stat(x)
@@ -508,7 +514,9 @@ def resolve_device(model: nn.Module, device: Any, caller: str) -> tuple[nn.Modul
     return copy.deepcopy(model).to(target), target
 
 
-def compute_dtype(model: nn.Module, inputs: Inputs, device: torch.device, caller: str) -> torch.dtype:
+def compute_dtype(
+    model: nn.Module, inputs: Inputs, device: torch.device, caller: str
+) -> torch.dtype:
     _, dtype = model_device_dtype(model)
     dtype = dtype or inputs.dtype
     if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
@@ -545,13 +553,36 @@ def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
     return tqdm(total=total, disable=not progress, desc=desc, leave=False)
 
 
+def to_host(t: torch.Tensor) -> Any:
+    """Start moving ``t`` to the host without waiting: a numpy array on the CPU, a pinned tensor
+    filled asynchronously on CUDA (read it after :func:`finish_host`)."""
+    t = t.detach()
+    if t.device.type != "cuda":
+        return t.numpy()
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    out.copy_(t, non_blocking=True)
+    return out
+
+
+def finish_host(arrays: list[Any], device: torch.device) -> list[np.ndarray]:
+    """Wait once for the copies started by :func:`to_host`; return numpy arrays."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return [a.numpy() if isinstance(a, torch.Tensor) else a for a in arrays]
+
+
 def forward(
-    model: nn.Module, mode: ProbeMode, x: torch.Tensor, first: bool, caller: str
+    model: nn.Module,
+    mode: ProbeMode,
+    x: torch.Tensor,
+    first: bool,
+    caller: str,
+    autocast: torch.dtype | None = None,
 ) -> Any:
     """One forward of ``model`` under ``mode``; shape errors on the first chunk become ValueError."""
     mode.start_forward()
     try:
-        with mode:
+        with mode, torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             return model(x)
     except RuntimeError as err:
         if first and _looks_like_shape_error(err):
@@ -675,6 +706,26 @@ def versions() -> dict[str, str]:
     return {"torch_version": torch.__version__, "shatterkit_version": __version__}
 
 
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_autocast(autocast: Any, device: torch.device, caller: str) -> torch.dtype | None:
+    """``None`` or the autocast dtype (``torch.bfloat16``/``"bfloat16"``, ``float16`` on CUDA)."""
+    if autocast is None:
+        return None
+    dtype = AUTOCAST_DTYPES.get(autocast, autocast) if isinstance(autocast, str) else autocast
+    if dtype not in AUTOCAST_DTYPES.values():
+        raise ValueError(
+            f"The 'autocast' parameter of {caller} must be None, 'bfloat16' or 'float16'. "
+            f"Got {autocast!r} instead."
+        )
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError(
+            f"The 'autocast' parameter of {caller} must be 'bfloat16' on the CPU. Got float16."
+        )
+    return dtype
+
+
 def check_common(batchnorm: Any, batch_size: Any, caller: str) -> None:
     """Validate the parameters shared by both probes' functional cores."""
     if batchnorm not in BATCHNORM_MODES:
@@ -684,7 +735,11 @@ def check_common(batchnorm: Any, batch_size: Any, caller: str) -> None:
         )
     if not (
         batch_size == "auto"
-        or (isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size >= 1)
+        or (
+            isinstance(batch_size, (int, np.integer))
+            and not isinstance(batch_size, bool)
+            and batch_size >= 1
+        )
     ):
         raise ValueError(
             f"The 'batch_size' parameter of {caller} must be an int in the range [1, inf) or "
@@ -759,6 +814,7 @@ class Session:
     dtype: torch.dtype
     batch_size: int
     missed: list[str]
+    autocast: torch.dtype | None = None
 
 
 @contextlib.contextmanager
@@ -773,6 +829,7 @@ def probe_session(
     record: bool = False,
     gradients: bool = True,
     stats: list[_Stat] | None = None,
+    autocast: Any = None,
 ) -> Iterator[Session]:
     """Prepare ``model`` for probing and restore it afterwards, whatever happens.
 
@@ -799,4 +856,13 @@ def probe_session(
             )
         missed.clear()
         mode.n_activation_calls = 0
-        yield Session(run, mode, handles, dev, dtype, int(batch_size), missed)
+        yield Session(
+            run,
+            mode,
+            handles,
+            dev,
+            dtype,
+            int(batch_size),
+            missed,
+            resolve_autocast(autocast, dev, caller),
+        )

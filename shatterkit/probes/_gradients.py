@@ -7,7 +7,6 @@ from functools import partial
 from numbers import Integral
 from typing import Any
 
-import numpy as np
 import torch
 import xarray as xr
 from sklearn.utils._param_validation import Interval
@@ -32,6 +31,7 @@ from shatterkit.probes._engine import (
     prepare_inputs,
     select_output,
     to_device,
+    to_host,
     unwrap_model,
 )
 
@@ -52,6 +52,7 @@ def input_gradients(
     progress: bool | None = None,
     store: Any = None,
     resume: bool = False,
+    autocast: Any = None,
 ) -> xr.Dataset:
     r"""Per-sample gradient of a scalar output with respect to each input (and layer outputs).
 
@@ -90,6 +91,10 @@ def input_gradients(
     store : str, os.PathLike or zarr store, optional
         Stream the result batch by batch into this zarr store and return it lazily opened, so
         memory stays bounded by one batch. Each finished batch is flagged in the store.
+    autocast : {None, "bfloat16", "float16"}
+        Run the forward under ``torch.autocast`` with this dtype (``float16`` on CUDA only);
+        gradients are returned in the inputs' dtype. ``benchmarks/`` measures the error this
+        introduces against float32.
     resume : bool
         With ``store``: keep the batches an interrupted run finished and compute only the rest
         (same ``batch_size`` needed).
@@ -132,9 +137,11 @@ def input_gradients(
         ensemble=ensemble,
         session_kw={
             "batchnorm": batchnorm,
+            "autocast": str(autocast).replace("torch.", "") if autocast is not None else "none",
             "batch_size": batch_size,
             "device": device,
             "caller": _CALLER,
+            "autocast": autocast,
         },
         attrs={
             "model_class": type(unwrap_model(members[0])).__name__,
@@ -170,7 +177,7 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
         captured.clear()
         with torch.inference_mode(False), torch.enable_grad():
             x = to_device(x_cpu, s.device, s.dtype).requires_grad_(True)
-            out = forward(s.model, s.mode, x, first, _CALLER)
+            out = forward(s.model, s.mode, x, first, _CALLER, s.autocast)
             y = select_output(out, output, x.shape[0], _CALLER)
             targets = [x] + [t for _, t in captured]
             grads = torch.autograd.grad(y.sum(), targets, allow_unused=True)
@@ -190,7 +197,7 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
                     DEPTH: 0,
                 },
             ),
-            OUTPUT: ((SAMPLE,), y.detach().cpu().numpy(), {"long_name": "selected output"}),
+            OUTPUT: ((SAMPLE,), to_host(y.to(x.dtype)), {"long_name": "selected output"}),
         }
         for depth, ((name, t), g) in enumerate(zip(captured, grads[1:], strict=True), start=1):
             variables[f"{LAYER_GRADIENT_PREFIX}{name}"] = (
@@ -203,14 +210,8 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
     return run
 
 
-def _host(grad: torch.Tensor | None, like: torch.Tensor) -> np.ndarray:
-    if grad is None:
-        return np.zeros(tuple(like.shape), dtype=_numpy_dtype(like))
-    return grad.detach().cpu().numpy()
-
-
-def _numpy_dtype(t: torch.Tensor) -> Any:
-    return torch.empty((), dtype=t.dtype).numpy().dtype
+def _host(grad: torch.Tensor | None, like: torch.Tensor) -> Any:
+    return to_host(torch.zeros_like(like) if grad is None else grad)
 
 
 class GradientProbe(BaseProbe):
@@ -235,6 +236,8 @@ class GradientProbe(BaseProbe):
         Run on a copy of the model on this device.
     progress : bool, optional
         Show a progress bar.
+    autocast : {None, "bfloat16", "float16"}
+        Run the forward under ``torch.autocast`` with this dtype.
 
     Attributes
     ----------
@@ -276,6 +279,7 @@ class GradientProbe(BaseProbe):
         batch_size: int | str = 256,
         device: Any = None,
         progress: bool | None = None,
+        autocast: Any = None,
     ) -> None:
         self.model = model
         self.output = output
@@ -284,6 +288,7 @@ class GradientProbe(BaseProbe):
         self.batch_size = batch_size
         self.device = device
         self.progress = progress
+        self.autocast = autocast
 
     def _transform(self, model: Any, X: Any, **kw: Any) -> xr.Dataset:
         return input_gradients(
@@ -295,5 +300,6 @@ class GradientProbe(BaseProbe):
             batch_size=self.batch_size,
             device=self.device,
             progress=self.progress,
+            autocast=self.autocast,
             **kw,
         )
