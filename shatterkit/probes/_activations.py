@@ -115,7 +115,6 @@ def activation_patterns(
         ensemble=ensemble,
         session_kw={
             "batchnorm": batchnorm,
-            "autocast": str(autocast).replace("torch.", "") if autocast is not None else "none",
             "batch_size": batch_size,
             "device": device,
             "caller": _CALLER,
@@ -126,6 +125,7 @@ def activation_patterns(
         attrs={
             "model_class": type(unwrap_model(members[0])).__name__,
             "batchnorm": batchnorm,
+            "autocast": str(autocast).replace("torch.", "") if autocast is not None else "none",
             "packed": int(packed),
             "history": f"shatterkit.activation_patterns(batchnorm={batchnorm!r}, packed={packed})",
         },

@@ -137,7 +137,6 @@ def input_gradients(
         ensemble=ensemble,
         session_kw={
             "batchnorm": batchnorm,
-            "autocast": str(autocast).replace("torch.", "") if autocast is not None else "none",
             "batch_size": batch_size,
             "device": device,
             "caller": _CALLER,
@@ -147,6 +146,7 @@ def input_gradients(
             "model_class": type(unwrap_model(members[0])).__name__,
             "output": describe_output(output),
             "batchnorm": batchnorm,
+            "autocast": str(autocast).replace("torch.", "") if autocast is not None else "none",
             "layers": json.dumps(names),
             "history": f"shatterkit.input_gradients(batchnorm={batchnorm!r}, layers={layers!r})",
         },
