@@ -78,8 +78,8 @@ def as_point(x: Any, name: str = "x", caller: str = "as_point") -> xr.DataArray:
 
 
 def _stack_path(points: np.ndarray, t: np.ndarray, template: xr.DataArray) -> xr.DataArray:
-    coords = {SAMPLE: np.arange(len(t)), T: (SAMPLE, t)}
-    coords.update({k: v for k, v in template.coords.items()})
+    coords: dict[Any, Any] = {SAMPLE: np.arange(len(t)), T: (SAMPLE, t)}
+    coords.update(template.coords.items())
     return xr.DataArray(points, dims=(SAMPLE, *template.dims), coords=coords)
 
 
@@ -150,9 +150,7 @@ def segment(a: Any, b: Any, n: int = 256) -> xr.DataArray:
     return _stack_path(points, t, pa).rename("input")
 
 
-def _unit_direction(
-    shape: tuple[int, ...], direction: Any, seed: Any, caller: str
-) -> np.ndarray:
+def _unit_direction(shape: tuple[int, ...], direction: Any, seed: Any, caller: str) -> np.ndarray:
     if direction is None:
         d = np.random.default_rng(seed).standard_normal(shape)
     else:

@@ -138,7 +138,7 @@ def activation_patterns(
 def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
     """The per-batch pattern recorder of one model."""
     keep: list[int] = []
-    attrs = {"long_name": "unit on (pre-activation > 0)", "units": "1"}
+    attrs: dict[str, Any] = {"long_name": "unit on (pre-activation > 0)", "units": "1"}
     if packed:
         attrs.update(packed=1, bit_order="big")
 

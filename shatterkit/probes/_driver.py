@@ -75,7 +75,8 @@ def run_probe(
         )
     if inputs.lazy:
         return _lazy(members, inputs, make_chunk_fn, ensemble, session_kw, attrs)
-    per_model, coords = [], {}
+    per_model: list[Variables] = []
+    coords: dict[str, Any] = {}
     for model in members:
         parts: list[Variables] = []
         with probe_session(model, inputs, **session_kw) as s:
@@ -252,7 +253,7 @@ def _initialise(
     import dask.array as da
 
     batch = slices[0].stop - slices[0].start
-    data_vars = {}
+    data_vars: dict[str, Any] = {}
     for name, (dims, array, var_attrs) in variables.items():
         shape = (inputs.n, *array.shape[1:])
         chunk_shape = (batch, *array.shape[1:])

@@ -713,7 +713,7 @@ def resolve_autocast(autocast: Any, device: torch.device, caller: str) -> torch.
     """``None`` or the autocast dtype (``torch.bfloat16``/``"bfloat16"``, ``float16`` on CUDA)."""
     if autocast is None:
         return None
-    dtype = AUTOCAST_DTYPES.get(autocast, autocast) if isinstance(autocast, str) else autocast
+    dtype: Any = AUTOCAST_DTYPES.get(autocast, autocast) if isinstance(autocast, str) else autocast
     if dtype not in AUTOCAST_DTYPES.values():
         raise ValueError(
             f"The 'autocast' parameter of {caller} must be None, 'bfloat16' or 'float16'. "
