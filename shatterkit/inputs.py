@@ -61,7 +61,8 @@ def as_point(x: Any, name: str = "x", caller: str = "as_point") -> xr.DataArray:
                     f"Got a DataArray with {x.sizes[SAMPLE]} samples instead."
                 )
             x = x.isel({SAMPLE: 0}, drop=True)
-        coords = {k: v for k, v in x.coords.items() if set(v.dims) <= set(x.dims)}
+        # coords along the point's own dims only: scalar ones (a selected sample) do not apply
+        coords = {k: v for k, v in x.coords.items() if v.dims and set(v.dims) <= set(x.dims)}
         return xr.DataArray(np.asarray(x.values, dtype=np.float64), dims=x.dims, coords=coords)
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()

@@ -38,7 +38,9 @@ def test_neighbourhood_spread_and_seed():
     cloud = inputs.neighbourhood(np.zeros(50), radius=0.2, n=400, seed=1)
     assert "t" not in cloud.coords
     assert abs(cloud.values.std() - 0.2) < 0.01
-    assert not np.array_equal(cloud.values, inputs.neighbourhood(np.zeros(50), 0.2, 400, seed=2).values)
+    assert not np.array_equal(
+        cloud.values, inputs.neighbourhood(np.zeros(50), 0.2, 400, seed=2).values
+    )
 
 
 def test_dataarray_dims_and_coords_are_kept():
@@ -51,7 +53,11 @@ def test_dataarray_dims_and_coords_are_kept():
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda: inputs.line(n=1), ValueError, r"The 'n' parameter of line must be an int >= 2. Got 1"),
+        (
+            lambda: inputs.line(n=1),
+            ValueError,
+            r"The 'n' parameter of line must be an int >= 2. Got 1",
+        ),
         (lambda: inputs.line(n=2.5), TypeError, r"The 'n' parameter of line must be an int"),
         (lambda: inputs.segment([0, 0], [1, 1, 1]), ValueError, r"must have the shape of 'a'"),
         (lambda: inputs.ray([0, 0], direction=[0, 0]), ValueError, r"finite non-zero"),
@@ -62,3 +68,9 @@ def test_dataarray_dims_and_coords_are_kept():
 def test_bad_arguments_say_what_was_expected(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_points_selected_from_a_set_drop_their_scalar_sample_coord():
+    imgs = xr.DataArray(np.zeros((2, 3)), dims=("sample", "feature"), coords={"sample": [0, 1]})
+    path = inputs.segment(imgs.isel(sample=0), imgs.isel(sample=1), n=3)
+    assert path.dims == ("sample", "feature") and path["sample"].values.tolist() == [0, 1, 2]

@@ -428,3 +428,21 @@ def test_figure1_layout(grad_ds, corr):
 def test_figure1_needs_matching_keys(grad_ds, corr):
     with pytest.raises(ValueError, match=r"Got panels \['a'\] and covariances \['b'\]"):
         plot.figure1({"a": grad_ds}, {"b": corr})
+
+
+def test_gradients_hue_over_a_concatenated_dim_draws_one_line_each():
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import xarray as xr
+
+    from shatterkit import plot
+
+    grad = xr.DataArray(
+        np.random.default_rng(0).normal(size=(5, 2, 1)),
+        dims=("sample", "training", "feature"),
+        coords={"training": ["untrained", "trained"]},
+    )
+    _, ax = plt.subplots()
+    plot.gradients(xr.Dataset({"gradient": grad}), hue="training", ax=ax)
+    assert len(ax.lines) == 2
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), grad.sel(training="trained").values.ravel())

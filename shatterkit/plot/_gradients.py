@@ -95,7 +95,8 @@ def gradients(
     """
     ax = get_ax(ax)
     da = _gradient(ds, layer)
-    own = feature_dims(da)
+    # the hue dim (e.g. "training" after xr.concat) indexes lines, not gradient components
+    own = tuple(d for d in feature_dims(da) if d != hue)
     if own:
         flat = da.stack(_component=own)
         if not -flat.sizes["_component"] <= feature < flat.sizes["_component"]:
