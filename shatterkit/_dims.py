@@ -85,7 +85,9 @@ def safe_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
                 value = json.dumps(list(value))
             else:
                 value = np.asarray(value)
-        elif not isinstance(value, (str, int, float, np.integer, np.floating, np.ndarray)):
+        elif isinstance(value, str):
+            value = str(value)  # str subclasses (torch.__version__) are not writable by h5netcdf
+        elif not isinstance(value, (int, float, np.integer, np.floating, np.ndarray)):
             value = str(value)
         out[key] = value
     return out

@@ -195,7 +195,7 @@ def ray(
     Returns
     -------
     xarray.DataArray
-        dims ``(sample, *input dims)``, coord ``t`` in ``[-radius, radius]``.
+        Dims ``(sample, *input dims)``, coord ``t`` in ``[-radius, radius]``.
 
     Examples
     --------
@@ -229,7 +229,7 @@ def neighbourhood(x: Any, radius: float = 0.1, n: int = 256, seed: Any = None) -
     Returns
     -------
     xarray.DataArray
-        dims ``(sample, *input dims)``; no ``t`` coord (the set is not a path).
+        Dims ``(sample, *input dims)``; no ``t`` coord (the set is not a path).
 
     Examples
     --------

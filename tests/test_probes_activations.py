@@ -93,7 +93,9 @@ def test_packed_patterns_round_trip_and_match_numpy_packbits():
     np.testing.assert_array_equal(
         packed["pattern"].values, np.packbits(plain["pattern"].values, axis=-1)
     )
-    np.testing.assert_array_equal(unpack_patterns(packed)["pattern"].values, plain["pattern"].values)
+    np.testing.assert_array_equal(
+        unpack_patterns(packed)["pattern"].values, plain["pattern"].values
+    )
 
 
 def test_no_rectifier_raises():

@@ -140,7 +140,9 @@ def test_layer_gradient_of_output_before_inplace_relu():
     x = model_inputs("batchnorm")
     ds = input_gradients(model, x, layers=["1", "2"])
     ref = replace_bn_with_population_affine(model, x)
-    ref[2].inplace = False  # the reference differentiates w.r.t. a leaf, which must not be rewritten
+    ref[
+        2
+    ].inplace = False  # the reference differentiates w.r.t. a leaf, which must not be rewritten
     h_bn = ref[:2](x).detach()
     np.testing.assert_allclose(
         ds["gradient:1"].values, func_per_sample(ref[2:], h_bn).numpy(), **TOL
@@ -177,7 +179,9 @@ def test_coords_of_input_sets_are_carried_through():
     ds = input_gradients(net, line)
     xr.testing.assert_equal(ds["t"], line["t"])
     assert ds["output"].dims == ("sample",)
-    np.testing.assert_allclose(ds["output"].values, net(torch.tensor(line.values)).detach().numpy().ravel())
+    np.testing.assert_allclose(
+        ds["output"].values, net(torch.tensor(line.values)).detach().numpy().ravel()
+    )
 
 
 def test_float32_model_casts_numpy_inputs():
@@ -271,5 +275,7 @@ def test_invalid_parameters_are_reported_in_fit():
 
 def test_layer_name_typo_lists_close_matches():
     model = make_model("residual")
-    with pytest.raises(ValueError, match=r"layer 'blocks.7' not found.*close matches: 'blocks.2', 'blocks.1'"):
+    with pytest.raises(
+        ValueError, match=r"layer 'blocks.7' not found.*close matches: 'blocks.2', 'blocks.1'"
+    ):
         GradientProbe(model, layers=["blocks.7"]).fit()

@@ -6,7 +6,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 from conftest import make_model, model_inputs
 from torch import nn
@@ -26,10 +25,14 @@ def x_bn() -> xr.DataArray:
 
 @pytest.mark.parametrize("ensemble", [False, True])
 def test_zarr_store_equals_in_memory_result(tmp_path, x_bn, ensemble):
-    model = [make_model("batchnorm", seed=s) for s in range(2)] if ensemble else make_model("batchnorm")
+    model = (
+        [make_model("batchnorm", seed=s) for s in range(2)] if ensemble else make_model("batchnorm")
+    )
     ref = input_gradients(model, x_bn, batch_size=8, layers="all")
-    out = GradientProbe(model, batch_size=8, layers="all").fit(x_bn).transform(
-        x_bn, store=tmp_path / "g.zarr"
+    out = (
+        GradientProbe(model, batch_size=8, layers="all")
+        .fit(x_bn)
+        .transform(x_bn, store=tmp_path / "g.zarr")
     )
     assert isinstance(out["gradient"].data, da.Array)  # lazily opened
     xr.testing.assert_identical(ref, out.load())
@@ -99,9 +102,12 @@ def test_distributed_local_cluster_matches_in_process(x_bn):
     ref = input_gradients(model, x_bn, batch_size=8)
     lazy = input_gradients(model, x_bn.chunk({"sample": 13}), batch_size=8)
     in_process = lazy.compute(scheduler="sync")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
         out = lazy.compute()
     xr.testing.assert_identical(in_process, out)  # the same blocks give the same bits
     # other batch boundaries change BLAS summation order only
@@ -122,4 +128,6 @@ def test_memory_is_bounded_by_one_batch_when_streaming(tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     # the whole gradient is 4 MiB; streaming holds a few batches (256 KiB each) at a time
-    assert peak < full_bytes / 3, f"peak {peak / 2**20:.1f} MiB vs result {full_bytes / 2**20:.1f} MiB"
+    assert peak < full_bytes / 3, (
+        f"peak {peak / 2**20:.1f} MiB vs result {full_bytes / 2**20:.1f} MiB"
+    )

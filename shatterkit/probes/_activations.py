@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from functools import partial
 from typing import Any
 
@@ -12,7 +11,7 @@ import xarray as xr
 
 from shatterkit._dims import BYTE, DEPTH, LAYER, PATTERN, SAMPLE, UNIT
 from shatterkit._packing import pack_bits
-from shatterkit.probes._base import BaseProbe
+from shatterkit.probes._base import BaseProbe, unknown_name_error
 from shatterkit.probes._driver import ChunkFn, Variables, run_probe
 from shatterkit.probes._engine import (
     Session,
@@ -75,12 +74,13 @@ def activation_patterns(
         Show a progress bar.
     store : str, os.PathLike or zarr store, optional
         Stream the result batch by batch into this zarr store and return it lazily opened.
+    resume : bool
+        With ``store``: compute only the batches an interrupted run did not finish
+        (same probe, parameters, inputs, ensemble and ``batch_size``).
     autocast : {None, "bfloat16", "float16"}
         Run the forward under ``torch.autocast`` with this dtype (``float16`` on CUDA only);
         gradients are returned in the inputs' dtype. ``benchmarks/`` measures the error this
         introduces against float32.
-    resume : bool
-        With ``store``: compute only the batches an interrupted run did not finish.
 
     Returns
     -------
@@ -172,9 +172,9 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
 def _select(recorded: list[tuple[str, torch.Tensor]], layers: Any, model_name: str) -> list[int]:
     if not recorded:
         raise ValueError(
-            f"{model_name} made no rectifier call (ReLU, ReLU6, LeakyReLU, PReLU, CReLU, "
-            "F.relu, or a smooth activation such as GELU); there is no activation pattern to "
-            "record."
+            f"The 'model' parameter of {_CALLER} must make at least one rectifier call (ReLU, "
+            "ReLU6, LeakyReLU, PReLU, CReLU, F.relu, or a smooth activation such as GELU). Got "
+            f"{model_name}, which made no rectifier call; there is no activation pattern to record."
         )
     available = [name for name, _ in recorded]
     if layers == "rectifiers":
@@ -182,9 +182,7 @@ def _select(recorded: list[tuple[str, torch.Tensor]], layers: Any, model_name: s
     wanted = [layers] if isinstance(layers, str) else list(layers)
     for name in wanted:
         if name not in available:
-            close = difflib.get_close_matches(str(name), available, n=3, cutoff=0.5)
-            hint = f"; close matches: {', '.join(map(repr, close))}" if close else ""
-            raise ValueError(f"rectifier layer {name!r} not found in {model_name}{hint}.")
+            raise unknown_name_error("rectifier layer", name, available, model_name)
     return [k for k, name in enumerate(available) if name in set(wanted)]
 
 
@@ -207,6 +205,8 @@ class ActivationProbe(BaseProbe):
         Store bits instead of bool.
     progress : bool, optional
         Show a progress bar.
+    autocast : {None, "bfloat16", "float16"}
+        Run the forward under ``torch.autocast`` with this dtype.
     batchnorm : {"population", "coupled", "eval"}
         Batch statistics while recording.
 
@@ -235,6 +235,7 @@ class ActivationProbe(BaseProbe):
         "layers": [str, list, tuple],
         "packed": ["boolean"],
     }
+    _needs_autograd = False
 
     def __init__(
         self,

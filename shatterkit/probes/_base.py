@@ -13,13 +13,36 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from shatterkit.probes._engine import BATCHNORM_MODES, iterate_models, unwrap_model
+from shatterkit.probes._engine import (
+    BATCHNORM_MODES,
+    check_device,
+    check_model_tensors,
+    iterate_models,
+    unwrap_model,
+)
+
+
+def unknown_name_error(what: str, name: Any, available: list[str], model: str) -> ValueError:
+    """``<what> 'fc3' not found in Net; close matches: 'fc1', 'fc2'`` (or the first names)."""
+    close = difflib.get_close_matches(str(name), available, n=3, cutoff=0.5)
+    if close:
+        hint = f"; close matches: {', '.join(map(repr, close))}"
+    else:
+        more = f" and {len(available) - 5} more" if len(available) > 5 else ""
+        hint = f"; available: {', '.join(map(repr, available[:5]))}{more}"
+    return ValueError(f"{what} {name!r} not found in {model}{hint}.")
 
 
 def resolve_layers(model: nn.Module, layers: Any, caller: str) -> list[str]:
-    """Module names selected by ``layers`` (``None``, ``"all"`` or a list of names)."""
+    """Module names selected by ``layers`` (``None``, ``"all"`` or a list of names).
+
+    A module registered under several names (shared) is known by the first of them, as in
+    ``named_modules()``; its other names are accepted and mean the same module.
+    """
     if layers is None:
         return []
+    canonical = {m: n for n, m in reversed(list(model.named_modules()))}
+    aliases = {n: canonical[m] for n, m in model.named_modules(remove_duplicate=False) if n}
     names = [n for n, _ in model.named_modules() if n]
     if isinstance(layers, str):
         if layers == "all":
@@ -38,12 +61,10 @@ def resolve_layers(model: nn.Module, layers: Any, caller: str) -> list[str]:
                 f"The 'layers' parameter of {caller} must hold module names (str). "
                 f"Got {name!r} instead."
             )
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-            hint = f"; close matches: {', '.join(map(repr, close))}" if close else ""
-            raise ValueError(f"layer {name!r} not found in {type(model).__name__}{hint}.")
-        selected.append(name)
-    return selected
+        if name not in aliases:
+            raise unknown_name_error("layer", name, names, type(model).__name__)
+        selected.append(aliases[name])
+    return list(dict.fromkeys(selected))
 
 
 class BaseProbe(BaseEstimator):
@@ -62,6 +83,9 @@ class BaseProbe(BaseEstimator):
         "progress": ["boolean", None],
         "autocast": [None, StrOptions({"bfloat16", "float16"}), torch.dtype],
     }
+
+    #: whether the probe differentiates (then the parameters must be usable by autograd)
+    _needs_autograd = True
 
     def __sklearn_clone__(self) -> BaseProbe:
         # The default clone deep-copies non-estimator parameters, i.e. the model and its weights.
@@ -88,7 +112,10 @@ class BaseProbe(BaseEstimator):
         members, ensemble = iterate_models(self.model, name)
         self.models_ = [unwrap_model(m) for m in members]
         self.n_models_ = len(self.models_) if ensemble else 0
+        for model in self.models_:
+            check_model_tensors(model, name, gradients=self._needs_autograd)
         self.layers_ = self._resolve_layers(self.models_[0])
+        check_device(self.device, name)
         self.input_shape_ = None if X is None else tuple(getattr(X, "shape", ()))[1:]
         return self
 
@@ -103,7 +130,8 @@ class BaseProbe(BaseEstimator):
         store : str, os.PathLike or zarr store, optional
             Stream the result batch by batch into this zarr store; returns it lazily opened.
         resume : bool
-            With ``store``: compute only the batches an interrupted run did not finish.
+            With ``store``: compute only the batches an interrupted run did not finish
+            (same probe, parameters, inputs, ensemble and ``batch_size``).
 
         Returns
         -------

@@ -27,6 +27,7 @@ from shatterkit.probes._engine import (
     Inputs,
     Session,
     _Stat,
+    check_model_tensors,
     chunks,
     compute_dtype,
     count_nonfinite,
@@ -63,6 +64,10 @@ def run_probe(
 ) -> xr.Dataset:
     """Probe every model of ``members`` on ``inputs`` and return the labeled Dataset."""
     attrs = {**attrs, **versions()}
+    for model in members:
+        check_model_tensors(
+            unwrap_model(model), session_kw["caller"], session_kw.get("gradients", True)
+        )
     if inputs.lazy and session_kw["batchnorm"] == "coupled":
         raise ValueError(
             f"batchnorm='coupled' in {session_kw['caller']} differentiates through the statistics "
@@ -169,17 +174,17 @@ def _to_zarr(
     store: Any,
     resume: bool,
 ) -> xr.Dataset:
-    done = _done_flags(store) if resume else None
+    done = _done_flags(store, inputs, ensemble, len(members), attrs) if resume else None
+    if done is not None:
+        _check_batches(store, done, inputs.n, session_kw)
     for k, model in enumerate(members):
+        if done is not None and (done[k] if ensemble else done).min() >= 0:
+            continue  # a member the interrupted run finished: not even its statistics are needed
         with probe_session(model, inputs, **session_kw) as s:
             chunk_fn = make_chunk_fn(s)
             slices = chunks(inputs.n, s.batch_size)
-            if done is not None and done.shape[-1] != len(slices):
-                raise ValueError(
-                    f"resume=True needs the batch_size of the interrupted run: the store at "
-                    f"{store!r} has {done.shape[-1]} batches, batch_size={s.batch_size} gives "
-                    f"{len(slices)}."
-                )
+            if done is not None:
+                _check_batches(store, done, inputs.n, {**session_kw, "batch_size": s.batch_size})
             bar = progress_bar(len(slices), progress, session_kw["caller"])
             for i, sl in enumerate(slices):
                 if done is not None and (done[k, i] if ensemble else done[i]) >= 0:
@@ -200,16 +205,21 @@ def _to_zarr(
                 bar.update()
             bar.close()
     ds = xr.open_zarr(store)
-    total = int(ds[DONE].values.sum())
+    per_batch = ds[DONE].values.reshape(-1, ds.sizes["batch"])
     ds = ds.drop_vars(DONE)
     if any(_is_gradient(v) for v in ds.data_vars):
-        ds.attrs["n_nonfinite"] = total
+        ds.attrs["n_nonfinite"] = total = int(per_batch.sum())
         if total:
+            # the store holds counts per batch (its sample chunks), so name the batches' samples
+            bounds = np.cumsum((0, *ds[GRADIENT].variable.chunksizes[SAMPLE]))
+            bad = np.flatnonzero((per_batch > 0).any(0))
+            where = ", ".join(f"{bounds[b]}-{bounds[b + 1] - 1}" for b in bad[:5])
             warnings.warn(
                 f"{session_kw['caller']}: {total} non-finite gradient value(s) in the store "
-                f"{store!r}; the metrics refuse them unless skipna=True.",
+                f"{store!r}, in the batches of samples {where}. Recorded in "
+                "attrs['n_nonfinite']; the metrics refuse them unless skipna=True.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
     return ds
 
@@ -230,13 +240,49 @@ def _mark_done(store: Any, batch: int, model: int | None, count: int) -> None:
     flag.to_zarr(store, region=region)
 
 
-def _done_flags(store: Any) -> np.ndarray | None:
+def _check_batches(store: Any, done: np.ndarray, n: int, session_kw: dict[str, Any]) -> None:
+    """Refuse to resume with other batches than the interrupted run's (known unless 'auto')."""
+    batch_size = n if session_kw["batchnorm"] == "coupled" else session_kw["batch_size"]
+    if batch_size == "auto" or done.shape[-1] == len(chunks(n, batch_size)):
+        return
+    raise ValueError(
+        f"resume=True needs the batch_size of the interrupted run: the store at {store!r} has "
+        f"{done.shape[-1]} batches, batch_size={batch_size} gives {len(chunks(n, batch_size))}."
+    )
+
+
+def _done_flags(
+    store: Any, inputs: Inputs, ensemble: bool, n_models: int, attrs: dict[str, Any]
+) -> np.ndarray | None:
+    """The batch flags of an interrupted run's store (``None`` if it never got written), after
+    checking that this run is the same probe on the same inputs and ensemble."""
     try:
         existing = xr.open_zarr(store)
     except (FileNotFoundError, KeyError, ValueError):
         return None
     if DONE not in existing:
         raise ValueError(f"the zarr store at {store!r} was not written by a shatterkit probe.")
+
+    def layout(ds_attrs: dict[str, Any], n: Any, models: Any) -> str:
+        shown = f"{ds_attrs.get('history')} on {n} samples"
+        return shown + (f" and {models} models" if models else "")
+
+    # the versions may differ: resuming after an upgrade is allowed
+    keys = [k for k in attrs if k not in ("torch_version", "shatterkit_version")]
+    ours = safe_attrs({k: attrs[k] for k in keys})
+    theirs = {k: existing.attrs.get(k) for k in keys}
+    n_theirs, models_theirs = existing.sizes.get(SAMPLE), existing.sizes.get(MODEL)
+    if (
+        any(not np.array_equal(ours[k], theirs[k]) for k in keys)
+        or n_theirs != inputs.n
+        or models_theirs != (n_models if ensemble else None)
+    ):
+        raise ValueError(
+            "resume=True needs the probe, parameters, inputs and ensemble of the interrupted "
+            f"run: the store at {store!r} holds {layout(existing.attrs, n_theirs, models_theirs)}; "
+            f"this run is {layout(ours, inputs.n, n_models if ensemble else None)}. Pass "
+            "resume=False to overwrite it."
+        )
     return existing[DONE].values
 
 
@@ -268,6 +314,12 @@ def _initialise(
         ds = ds.assign_coords({MODEL: np.arange(n_models)})
     ds.attrs = safe_attrs(attrs)
     ds[DONE].encoding["chunks"] = (1, 1) if ensemble else (1,)
+    for coord_name, coord in ds.coords.items():
+        if SAMPLE in coord.dims and coord_name != SAMPLE:
+            # chunked like the data, so the opened store has one chunking along `sample`
+            coord.encoding["chunks"] = tuple(
+                batch if d == SAMPLE else n for d, n in coord.sizes.items()
+            )
     ds.to_zarr(store, mode="w", compute=False)
     # the flags are real data: write them now so a store interrupted later reopens cleanly
     ds[[DONE]].to_zarr(store, mode="r+")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 from torch import nn
+from torch.nn.parameter import is_lazy
 from torch.overrides import TorchFunctionMode
 
 from shatterkit._dims import SAMPLE, input_dims
@@ -283,7 +284,7 @@ def preserved_state(model: nn.Module) -> Iterator[list[Any]]:
     training = {m: m.training for m in model.modules()}
     requires_grad = {p: p.requires_grad for p in model.parameters()}
     buffers = {b: b.detach().clone() for b in model.buffers()}
-    versions = {p: p._version for p in model.parameters()}
+    versions = {p: _version(p) for p in model.parameters()}
     handles: list[Any] = []
     try:
         model.eval()
@@ -294,12 +295,13 @@ def preserved_state(model: nn.Module) -> Iterator[list[Any]]:
         for m, flag in training.items():
             m.training = flag
         for p, flag in requires_grad.items():
-            p.requires_grad_(flag)
+            if p.requires_grad != flag:  # inference tensors refuse even a no-op set
+                p.requires_grad_(flag)
         with torch.no_grad():
             for b, saved in buffers.items():
-                if b._version != 0 and not torch.equal(b, saved):
+                if _version(b) != 0 and not torch.equal(b, saved):
                     b.copy_(saved)
-        changed = [p for p, v in versions.items() if p._version != v]
+        changed = [p for p, v in versions.items() if _version(p) != v]
         if changed:
             warnings.warn(
                 f"the model's forward modified {len(changed)} parameter(s) in place while it was "
@@ -307,6 +309,11 @@ def preserved_state(model: nn.Module) -> Iterator[list[Any]]:
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """The in-place version counter; ``None`` for inference tensors, which have none."""
+    return None if t.is_inference() else t._version
 
 
 def install_stack_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -> list[str]:
@@ -475,17 +482,53 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | No
     return torch.device("cpu"), None
 
 
+def check_model_tensors(model: nn.Module, caller: str, gradients: bool) -> None:
+    """Refuse parameters the probe cannot run: meta, uninitialised (lazy) or inference tensors."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    meta = [n for n, t in tensors if t.device.type == "meta"]
+    if meta:
+        raise ValueError(
+            f"The 'model' parameter of {caller} must hold real parameters. Got a model on the "
+            f"meta device ({_some(meta)}); load its weights (e.g. model.to_empty(device='cpu') "
+            "and load_state_dict) first."
+        )
+    lazy = [n for n, t in tensors if is_lazy(t)]
+    if lazy:
+        raise ValueError(
+            f"The 'model' parameter of {caller} must have initialised parameters. Got "
+            f"uninitialised lazy parameters ({_some(lazy)}); run one forward on a batch of "
+            "inputs first, so the probe does not create them."
+        )
+    inference = [n for n, t in tensors if t.is_inference()]
+    if gradients and inference:
+        raise ValueError(
+            f"The 'model' parameter of {caller} must have parameters usable by autograd. Got "
+            f"inference tensors ({_some(inference)}), made under torch.inference_mode(); "
+            "build or load the model outside inference mode."
+        )
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(map(repr, names[:3])) + (
+        f" and {len(names) - 3} more" if len(names) > 3 else ""
+    )
+
+
 def resolve_device(model: nn.Module, device: Any, caller: str) -> tuple[nn.Module, torch.device]:
     """The module to run and its device: ``model`` itself, or a copy moved to ``device``."""
     current, _ = model_device_dtype(model)
-    if current.type == "meta":
-        raise ValueError(
-            f"The 'model' parameter of {caller} must hold real parameters. Got a model on the "
-            "meta device; load its weights (e.g. model.to_empty(device='cpu') and load_state_dict) "
-            "first."
-        )
-    if device is None:
+    target = check_device(device, caller)
+    if target is None:
         return model, current
+    if target.type == current.type and (target.index is None or target.index == current.index):
+        return model, current
+    return copy.deepcopy(model).to(target), target
+
+
+def check_device(device: Any, caller: str) -> torch.device | None:
+    """``device`` as a ``torch.device`` if it exists on this machine (``None`` stays ``None``)."""
+    if device is None:
+        return None
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError):
@@ -493,25 +536,26 @@ def resolve_device(model: nn.Module, device: Any, caller: str) -> tuple[nn.Modul
             f"The 'device' parameter of {caller} must be a torch device such as 'cpu' or "
             f"'cuda:0'. Got {device!r} instead."
         ) from None
-    if target.type == "cuda":
-        if not torch.cuda.is_available():
+    backends = {"cuda": torch.cuda, "mps": torch.backends.mps, "xpu": getattr(torch, "xpu", None)}
+    if target.type in backends:
+        backend: Any = backends[target.type]
+        if backend is None or not backend.is_available():
             raise ValueError(
                 f"The 'device' parameter of {caller} must be an available device. Got {device!r} "
-                "but CUDA is not available on this machine."
+                f"but {target.type.upper()} is not available on this machine."
             )
-        if target.index is not None and target.index >= torch.cuda.device_count():
+        count = backend.device_count() if hasattr(backend, "device_count") else None
+        if target.index is not None and count is not None and target.index >= count:
             raise ValueError(
                 f"The 'device' parameter of {caller} must be an available device. Got {device!r} "
-                f"but only {torch.cuda.device_count()} CUDA device(s) exist."
+                f"but only {count} {target.type.upper()} device(s) exist."
             )
-    elif target.type not in ("cpu", "mps", "xpu"):
+    elif target.type != "cpu":
         raise ValueError(
-            f"The 'device' parameter of {caller} must be 'cpu' or a CUDA device. "
-            f"Got {device!r} instead."
+            f"The 'device' parameter of {caller} must be 'cpu' or an available accelerator "
+            f"('cuda', 'mps', 'xpu'). Got {device!r} instead."
         )
-    if target.type == current.type and (target.index is None or target.index == current.index):
-        return model, current
-    return copy.deepcopy(model).to(target), target
+    return target
 
 
 def compute_dtype(
@@ -521,8 +565,9 @@ def compute_dtype(
     dtype = dtype or inputs.dtype
     if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
         raise TypeError(
-            f"{caller} computes in the model's dtype, {dtype}, which is not supported on the CPU. "
-            "Use float32 or float64 (model.float()), or probe on a CUDA device."
+            f"The 'model' parameter of {caller} must be float32 or float64 on the CPU (the probe "
+            f"computes in the model's dtype). Got a {str(dtype).replace('torch.', '')} model "
+            "instead; convert it with model.float(), or probe on a CUDA device."
         )
     if inputs.dtype == torch.float16 and device.type == "cpu":
         raise TypeError(
@@ -540,9 +585,12 @@ def chunks(n: int, batch_size: int) -> list[slice]:
 
 
 def to_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A private copy of ``x`` on ``device``: a model whose first op is in place (e.g.
+    ``ReLU(inplace=True)``) must rewrite neither the caller's inputs nor the ones kept for the
+    next pass."""
     if device.type == "cuda":
         return x.pin_memory().to(device, dtype, non_blocking=True)
-    return x.to(device, dtype)
+    return x.to(device, dtype, copy=True)
 
 
 def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
@@ -582,7 +630,11 @@ def forward(
     """One forward of ``model`` under ``mode``; shape errors on the first chunk become ValueError."""
     mode.start_forward()
     try:
-        with mode, torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
+        with (
+            _eager(),
+            mode,
+            torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None),
+        ):
             return model(x)
     except RuntimeError as err:
         if first and _looks_like_shape_error(err):
@@ -591,6 +643,13 @@ def forward(
                 f"inputs of shape {tuple(x.shape)} (sample axis first): {err}"
             ) from err
         raise
+
+
+def _eager() -> Any:
+    """Run ``torch.compile``d submodules as plain Python: hooks and function modes are not seen
+    inside compiled graphs (pytorch #117758), and dynamo fails on the probe's hooks."""
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
 
 
 def _looks_like_shape_error(err: RuntimeError) -> bool:
@@ -686,8 +745,9 @@ def select_output(out: Any, output: Any, n: int, caller: str) -> torch.Tensor:
         return flat[:, 0]
     if not -flat.shape[1] <= output < flat.shape[1]:
         raise ValueError(
-            f"The 'output' parameter of {caller} must be an index in [0, {flat.shape[1]}) for a "
-            f"model with {flat.shape[1]} outputs per sample. Got {output!r} instead."
+            f"The 'output' parameter of {caller} must be an index in [-{flat.shape[1]}, "
+            f"{flat.shape[1]}) for a model with {flat.shape[1]} outputs per sample. "
+            f"Got {output!r} instead."
         )
     return flat[:, output]
 
@@ -703,7 +763,8 @@ def describe_output(output: Any) -> str:
 def versions() -> dict[str, str]:
     from shatterkit import __version__
 
-    return {"torch_version": torch.__version__, "shatterkit_version": __version__}
+    # str(): TorchVersion is a str subclass that h5netcdf cannot write
+    return {"torch_version": str(torch.__version__), "shatterkit_version": __version__}
 
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -764,7 +825,7 @@ def count_nonfinite(ds: xr.Dataset, caller: str) -> int:
             f"{caller}: {count} non-finite gradient value(s): {'; '.join(where)}. Recorded in "
             "attrs['n_nonfinite']; the metrics refuse them unless skipna=True.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of input_gradients
         )
     return count
 
@@ -773,7 +834,12 @@ ForwardFn = Callable[[nn.Module, torch.Tensor], Any]
 
 
 def auto_batch_size(
-    model: nn.Module, x1: torch.Tensor, device: torch.device, mode: ProbeMode, gradients: bool
+    model: nn.Module,
+    x1: torch.Tensor,
+    device: torch.device,
+    mode: ProbeMode,
+    gradients: bool,
+    caller: str,
 ) -> int:
     """A batch size that fits a quarter of the free memory of ``device``.
 
@@ -789,7 +855,7 @@ def auto_batch_size(
     handles = [m.register_forward_hook(count) for m in model.modules()]
     try:
         with torch.no_grad():
-            forward(model, mode, x1, True, "batch_size='auto'")
+            forward(model, mode, x1, True, caller)
     finally:
         for h in handles:
             h.remove()
@@ -845,7 +911,7 @@ def probe_session(
             probe = ProbeMode("coupled") if batchnorm == "population" else ProbeMode(batchnorm)
             probe.activation_modules = mode.activation_modules
             x1 = to_device(inputs.get(slice(0, 2)), dev, dtype)
-            batch_size = auto_batch_size(run, x1, dev, probe, gradients)
+            batch_size = auto_batch_size(run, x1, dev, probe, gradients, caller)
         if batchnorm == "coupled":
             batch_size = inputs.n
         if batchnorm == "population":

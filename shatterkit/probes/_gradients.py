@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from functools import partial
 from numbers import Integral
 from typing import Any
@@ -91,13 +92,14 @@ def input_gradients(
     store : str, os.PathLike or zarr store, optional
         Stream the result batch by batch into this zarr store and return it lazily opened, so
         memory stays bounded by one batch. Each finished batch is flagged in the store.
+    resume : bool
+        With ``store``: keep the batches an interrupted run finished and compute only the rest
+        (same probe, parameters, inputs, ensemble and ``batch_size``; a finished model is
+        skipped).
     autocast : {None, "bfloat16", "float16"}
         Run the forward under ``torch.autocast`` with this dtype (``float16`` on CUDA only);
         gradients are returned in the inputs' dtype. ``benchmarks/`` measures the error this
         introduces against float32.
-    resume : bool
-        With ``store``: keep the batches an interrupted run finished and compute only the rest
-        (same ``batch_size`` needed).
 
     Returns
     -------
@@ -129,6 +131,11 @@ def input_gradients(
     members, ensemble = iterate_models(model, _CALLER)
     inputs = prepare_inputs(X, _CALLER)
     check_common(batchnorm, batch_size, _CALLER)
+    if not (output is None or callable(output) or _is_index(output)):
+        raise TypeError(
+            f"The 'output' parameter of {_CALLER} must be None, an int or a callable. "
+            f"Got {output!r} instead."
+        )
     names = resolve_layers(unwrap_model(members[0]), layers, _CALLER)
     return run_probe(
         members,
@@ -161,11 +168,13 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
     captured: list[tuple[str, torch.Tensor]] = []
     modules = dict(s.model.named_modules())
     module_names = {modules[n]: n for n in names}
+    seen: set[str] = set()
 
     def capture(module: torch.nn.Module, _args: Any, out: Any) -> Any:
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             return None
         captured.append((s.mode.call_name(module_names[module]), out))
+        seen.add(module_names[module])
         # Return a copy so that a later in-place op (ReLU(inplace=True)) rewrites the copy,
         # not the tensor we differentiate with respect to.
         return out.clone()
@@ -177,7 +186,8 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
         captured.clear()
         with torch.inference_mode(False), torch.enable_grad():
             x = to_device(x_cpu, s.device, s.dtype).requires_grad_(True)
-            out = forward(s.model, s.mode, x, first, _CALLER, s.autocast)
+            # the model gets a non-leaf copy, which a first in-place op may rewrite
+            out = forward(s.model, s.mode, x.clone(), first, _CALLER, s.autocast)
             y = select_output(out, output, x.shape[0], _CALLER)
             targets = [x] + [t for _, t in captured]
             grads = torch.autograd.grad(y.sum(), targets, allow_unused=True)
@@ -185,6 +195,14 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
             raise ValueError(
                 f"none of the selected layers {names[:5]} produced a tensor output that depends "
                 "on the input; there is nothing to differentiate with respect to."
+            )
+        if first and len(seen) < len(names):
+            warnings.warn(
+                f"{_CALLER}: the selected layer(s) {[n for n in names if n not in seen]} gave no "
+                "tensor output that depends on the input (never called, or detached); their "
+                "gradients are left out.",
+                RuntimeWarning,
+                stacklevel=4,  # the caller of input_gradients
             )
         variables: Variables = {
             GRADIENT: (
@@ -208,6 +226,10 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
         return variables, {}
 
     return run
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _host(grad: torch.Tensor | None, like: torch.Tensor) -> Any:
