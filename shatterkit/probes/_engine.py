@@ -80,6 +80,10 @@ _BN_SIGNATURE = inspect.signature(F.batch_norm)
 _CENTER_SIGNATURE = inspect.signature(center)
 
 BATCHNORM_MODES = ("population", "coupled", "eval")
+#: the population statistics are gathered without a graph, in batches this many times larger
+GATHER_BATCH_FACTOR = 4
+#: on the CPU larger batches stop paying off (measured in benchmarks/): cap "auto" there
+CPU_AUTO_BATCH_MAX = 512
 
 
 class _StopForward(Exception):
@@ -200,9 +204,7 @@ class ProbeMode(TorchFunctionMode):
         raise _StopForward
 
     def _batch_norm(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        b = _BN_SIGNATURE.bind(*args, **kwargs)
-        b.apply_defaults()
-        a = b.arguments
+        a = _bind(_BN_SIGNATURE, args, kwargs)
         x, weight, bias, eps = a["input"], a["weight"], a["bias"], a["eps"]
         if self.batchnorm == "eval":
             if a["running_mean"] is None:
@@ -221,9 +223,7 @@ class ProbeMode(TorchFunctionMode):
         return F.batch_norm(x, stat.mean, stat.var, weight, bias, False, 0.0, eps)
 
     def _center(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        b = _CENTER_SIGNATURE.bind(*args, **kwargs)
-        b.apply_defaults()
-        a = b.arguments
+        a = _bind(_CENTER_SIGNATURE, args, kwargs)
         x = a["input"]
         if self.batchnorm == "eval":
             if a["running_mean"] is None:
@@ -236,6 +236,16 @@ class ProbeMode(TorchFunctionMode):
         stat = self._next_stat(x)
         assert stat is not None and stat.mean is not None
         return center(x, stat.mean, training=False)
+
+
+def _bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Arguments by name; the all-positional call the BatchNorm modules make skips ``bind``."""
+    names = list(signature.parameters)
+    if not kwargs and len(args) == len(names):
+        return dict(zip(names, args, strict=True))
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def _is_relu6_hardtanh(func: Any, args: tuple, kwargs: dict) -> bool:
@@ -670,26 +680,28 @@ def population_statistics(
 
     Each call's statistics depend on those of the calls before it, so they are gathered in call
     order: one pass over the chunks per call, each pass stopping right after the call it gathers.
-    When the whole set fits in one batch a single forward gathers all of them.
+    When the whole set fits in one gathering batch (``GATHER_BATCH_FACTOR`` times ``batch_size``)
+    a single forward gathers all of them.
     """
     n = inputs.n
     with torch.no_grad():
-        # one sample tells whether the model makes any batch-norm call at all
+        # one sample tells how many batch-norm calls the model makes (none: nothing to gather)
         probe = ProbeMode(batchnorm="gather", whole_set=True)
         forward(model, probe, to_device(inputs.get(slice(0, 1)), device, dtype), True, caller)
-        if not probe.stats:
+        n_calls = len(probe.stats)
+        if not n_calls:
             return []
-    mode = ProbeMode(batchnorm="gather", whole_set=n <= batch_size)
+    # no graph is kept while gathering, so a batch several times larger fits in the same memory
+    gather = batch_size * GATHER_BATCH_FACTOR
+    mode = ProbeMode(batchnorm="gather", whole_set=n <= gather)
     with torch.no_grad():
-        while True:
-            target = len([s for s in mode.stats if s.mean is not None])
-            completed = True
-            for i, sl in enumerate(chunks(n, batch_size)):
+        for target in range(n_calls):
+            for i, sl in enumerate(chunks(n, gather)):
                 try:
                     forward(model, mode, to_device(inputs.get(sl), device, dtype), i == 0, caller)
                 except _StopForward:
-                    completed = False
-            if mode.whole_set or completed and len(mode.stats) == target:
+                    pass
+            if mode.whole_set:
                 break
             mode.stats[target].finalize(dtype)
     return mode.stats
@@ -866,7 +878,8 @@ def auto_batch_size(
         import psutil
 
         free = psutil.virtual_memory().available
-    return int(max(1, min(65536, free // 4 // per_sample)))
+    cap = 65536 if device.type == "cuda" else CPU_AUTO_BATCH_MAX
+    return int(max(1, min(cap, free // 4 // per_sample)))
 
 
 @dataclass
