@@ -683,3 +683,13 @@ def test_zero_gradient_has_no_correlation(rng: np.random.Generator) -> None:
         corr = metrics.gradient_covariance(gradient_dataset(g))
     assert np.isnan(corr.sel(sample=4)).all() and np.isnan(corr.sel(sample_other=4)).all()
     assert np.isfinite(corr.drop_sel(sample=4, sample_other=4)).all()
+
+
+def test_long_lag_fft_path_equals_direct_sums(monkeypatch):
+    from shatterkit.metrics import _autocorrelation
+
+    x = np.random.default_rng(3).standard_normal((2, 500, 3)).cumsum(1)
+    fft = _autocorrelation._acf_kernel(x, rtol=1e-12, max_lag=200)
+    monkeypatch.setattr(_autocorrelation, "_DIRECT_MAX_LAG", 10**9)
+    direct = _autocorrelation._acf_kernel(x, rtol=1e-12, max_lag=200)
+    np.testing.assert_allclose(fft, direct, rtol=0, atol=1e-12)  # FFT rounding only

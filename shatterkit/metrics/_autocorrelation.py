@@ -25,19 +25,28 @@ from shatterkit.metrics._common import (
 
 __all__ = ["autocorrelation", "shattering_index", "shattering_profile"]
 
+#: up to this many lags the sums are taken directly (exact); beyond, through the FFT
+_DIRECT_MAX_LAG = 64
+
 _INDEX_ATTRS = {"long_name": "shattering index 1 - rho(1)", "units": "1"}
 
 
 def _acf_kernel(x: np.ndarray, *, rtol: float, max_lag: int) -> np.ndarray:
     d, valid = deviations(x, rtol)
     n = d.shape[-2]
-    sums = np.stack(
-        [
-            np.einsum("...nf,...nf->...", d[..., : n - k, :], d[..., k:, :])
-            for k in range(max_lag + 1)
-        ],
-        axis=-1,
-    )
+    if max_lag > _DIRECT_MAX_LAG:
+        # sum_i <d_i, d_{i+k}> for every k at once: O(n log n) instead of O(n * max_lag)
+        spectrum = np.fft.rfft(d, n=2 * n, axis=-2)
+        power = (spectrum * spectrum.conj()).real.sum(-1)
+        sums = np.fft.irfft(power, n=2 * n, axis=-1)[..., : max_lag + 1]
+    else:
+        sums = np.stack(
+            [
+                np.einsum("...nf,...nf->...", d[..., : n - k, :], d[..., k:, :])
+                for k in range(max_lag + 1)
+            ],
+            axis=-1,
+        )
     denom = sums[..., :1]
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.where(denom > 0, sums / denom, 1.0)
