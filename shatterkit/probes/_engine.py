@@ -919,7 +919,8 @@ def probe_session(
     dtype = compute_dtype(run, inputs, dev, caller)
     with preserved_state(run) as handles:
         mode = ProbeMode(batchnorm, record=record)
-        missed = install_stack_hooks(run, mode, handles)
+        # module names are needed to name rectifier calls; gradients skip the per-call cost
+        missed = install_stack_hooks(run, mode, handles) if record else []
         if batch_size == "auto":
             probe = ProbeMode("coupled") if batchnorm == "population" else ProbeMode(batchnorm)
             probe.activation_modules = mode.activation_modules
