@@ -77,7 +77,12 @@ def test_gradients_equal_torch_func(kind, batch_size):
     np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
 
 
-def test_population_mode_is_independent_of_batch_size():
+@pytest.mark.parametrize("memory_bound", [False, True])
+def test_population_mode_is_independent_of_batch_size(monkeypatch, memory_bound):
+    from shatterkit.probes import _engine
+
+    if memory_bound:  # statistics gathered over several chunks, one pass per batch-norm call
+        monkeypatch.setattr(_engine, "free_memory", lambda device: 0)
     model = make_model("batchnorm").train()
     x = model_inputs("batchnorm", n=33)
     whole = input_gradients(model, x, batch_size=64)

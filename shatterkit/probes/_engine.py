@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -680,19 +681,32 @@ def population_statistics(
 
     Each call's statistics depend on those of the calls before it, so they are gathered in call
     order: one pass over the chunks per call, each pass stopping right after the call it gathers.
-    When the whole set fits in one gathering batch (``GATHER_BATCH_FACTOR`` times ``batch_size``)
-    a single forward gathers all of them.
+    No graph is kept while gathering, so the gathering batch is larger than ``batch_size``: at
+    least ``GATHER_BATCH_FACTOR`` times, and as many samples as fit a quarter of the free memory
+    at three times the largest module output per sample (input, output and a skip path live at
+    once). When the whole set fits in one gathering batch a single forward gathers all of them.
     """
     n = inputs.n
-    with torch.no_grad():
-        # one sample tells how many batch-norm calls the model makes (none: nothing to gather)
-        probe = ProbeMode(batchnorm="gather", whole_set=True)
-        forward(model, probe, to_device(inputs.get(slice(0, 1)), device, dtype), True, caller)
-        n_calls = len(probe.stats)
-        if not n_calls:
-            return []
-    # no graph is kept while gathering, so a batch several times larger fits in the same memory
-    gather = batch_size * GATHER_BATCH_FACTOR
+    largest = [0]
+
+    def measure(_m: nn.Module, _a: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out.numel() * out.element_size())
+
+    hooks = [m.register_forward_hook(measure) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            # one sample tells how many batch-norm calls the model makes (none: nothing to
+            # gather) and how large its activations are
+            probe = ProbeMode(batchnorm="gather", whole_set=True)
+            forward(model, probe, to_device(inputs.get(slice(0, 1)), device, dtype), True, caller)
+    finally:
+        for h in hooks:
+            h.remove()
+    n_calls = len(probe.stats)
+    if not n_calls:
+        return []
+    gather = gather_batch_size(batch_size, 3 * max(largest[0], 1), device)
     mode = ProbeMode(batchnorm="gather", whole_set=n <= gather)
     with torch.no_grad():
         for target in range(n_calls):
@@ -705,6 +719,23 @@ def population_statistics(
                 break
             mode.stats[target].finalize(dtype)
     return mode.stats
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` (available RAM for the CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        import psutil
+    except ImportError:  # psutil comes with the dask extra; sysconf works on Linux and macOS
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return int(psutil.virtual_memory().available)
+
+
+def gather_batch_size(batch_size: int, bytes_per_sample: int, device: torch.device) -> int:
+    """Samples per forward while gathering population statistics (see there)."""
+    fits = free_memory(device) // 4 // bytes_per_sample
+    return int(max(batch_size * GATHER_BATCH_FACTOR, min(fits, 1 << 20)))
 
 
 def iterate_models(model: Any, caller: str) -> tuple[list[nn.Module], bool]:
@@ -872,12 +903,7 @@ def auto_batch_size(
         for h in handles:
             h.remove()
     per_sample = max(total[0], x1.numel() * x1.element_size()) * (3 if gradients else 1)
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        import psutil
-
-        free = psutil.virtual_memory().available
+    free = free_memory(device)
     cap = 65536 if device.type == "cuda" else CPU_AUTO_BATCH_MAX
     return int(max(1, min(cap, free // 4 // per_sample)))
 
