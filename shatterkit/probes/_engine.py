@@ -19,7 +19,7 @@ import inspect
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -687,26 +687,15 @@ def population_statistics(
     once). When the whole set fits in one gathering batch a single forward gathers all of them.
     """
     n = inputs.n
-    largest = [0]
-
-    def measure(_m: nn.Module, _a: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):
-            largest[0] = max(largest[0], out.numel() * out.element_size())
-
-    hooks = [m.register_forward_hook(measure) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            # one sample tells how many batch-norm calls the model makes (none: nothing to
-            # gather) and how large its activations are
-            probe = ProbeMode(batchnorm="gather", whole_set=True)
-            forward(model, probe, to_device(inputs.get(slice(0, 1)), device, dtype), True, caller)
-    finally:
-        for h in hooks:
-            h.remove()
+    # one sample tells how many batch-norm calls the model makes (none: nothing to gather) and
+    # how large its activations are
+    probe = ProbeMode(batchnorm="gather", whole_set=True)
+    x1 = to_device(inputs.get(slice(0, 1)), device, dtype)
+    _, largest = output_bytes(model, probe, x1, caller)
     n_calls = len(probe.stats)
     if not n_calls:
         return []
-    gather = gather_batch_size(batch_size, 3 * max(largest[0], 1), device)
+    gather = gather_batch_size(batch_size, 3 * max(largest, 1), device)
     mode = ProbeMode(batchnorm="gather", whole_set=n <= gather)
     with torch.no_grad():
         for target in range(n_calls):
@@ -873,7 +862,24 @@ def count_nonfinite(ds: xr.Dataset, caller: str) -> int:
     return count
 
 
-ForwardFn = Callable[[nn.Module, torch.Tensor], Any]
+def output_bytes(
+    model: nn.Module, mode: ProbeMode, x: torch.Tensor, caller: str
+) -> tuple[int, int]:
+    """Forward ``x`` under ``mode`` without a graph; the total and the largest module output bytes."""
+    sizes: list[int] = []
+
+    def measure(_m: nn.Module, _a: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    hooks = [m.register_forward_hook(measure) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            forward(model, mode, x, True, caller)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(sizes), max(sizes, default=0)
 
 
 def auto_batch_size(
@@ -889,20 +895,8 @@ def auto_batch_size(
     The per-sample cost is the total size of every module output on one sample (what autograd
     keeps for the backward pass), times 3 with gradients (activations, their gradients, slack).
     """
-    total = [0]
-
-    def count(_m: nn.Module, _a: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):
-            total[0] += out.numel() * out.element_size()
-
-    handles = [m.register_forward_hook(count) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            forward(model, mode, x1, True, caller)
-    finally:
-        for h in handles:
-            h.remove()
-    per_sample = max(total[0], x1.numel() * x1.element_size()) * (3 if gradients else 1)
+    total, _ = output_bytes(model, mode, x1, caller)
+    per_sample = max(total, x1.numel() * x1.element_size()) * (3 if gradients else 1)
     free = free_memory(device)
     cap = 65536 if device.type == "cuda" else CPU_AUTO_BATCH_MAX
     return int(max(1, min(cap, free // 4 // per_sample)))
