@@ -60,10 +60,10 @@ def test_keyboard_interrupt_in_the_second_ensemble_member(tmp_path):
     a, b = make_model("batchnorm", seed=0), make_model("batchnorm", seed=1)
     x = model_inputs("batchnorm", n=40)
     store = tmp_path / "e.zarr"
-    # member 1: forward 1 counts the batch-norm calls; the 40 inputs fit in one gathering batch
-    # (4 x batch_size), so forward 2 gathers both calls' statistics; 3 and 4 are batches 0 and
-    # 1, 5 would be batch 2
-    stats = 1 + 1
+    # member 1: forward 1 counts the batch-norm calls, forward 2 measures the module outputs;
+    # the 40 inputs fit in one gathering batch (4 x batch_size), so forward 3 gathers both
+    # calls' statistics; 4 and 5 are batches 0 and 1, 6 would be batch 2
+    stats = 1 + 1 + 1
     first, second = Interrupt(a), Interrupt(b, at=stats + 3)
     with pytest.raises(KeyboardInterrupt):
         input_gradients([first, second], x, batch_size=10, store=store, layers="all")

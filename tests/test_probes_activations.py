@@ -149,3 +149,90 @@ def test_ensemble_adds_model_dim():
     ds = ActivationProbe(models).fit_transform(inputs.neighbourhood([0.0, 0.0], n=9, seed=0))
     assert ds["pattern"].dims == ("model", "sample", "unit")
     assert ds.sizes["model"] == 2
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "residual", "batchnorm"])
+@pytest.mark.parametrize("layers", ["rectifiers", "last"])
+def test_later_batches_named_by_position_equal_one_batch(kind, layers):
+    """Batches after the first are recorded by call position, without the module stack hooks:
+    every batch size gives the whole-set result (names, depths, units and bits)."""
+    model = make_model(kind)
+    x = model_inputs(kind, n=11)
+    whole = activation_patterns(model, x, batch_size=11, batchnorm="eval")
+    if layers == "last":
+        layers = [whole["layer"].values[-1]]
+        whole = activation_patterns(model, x, batch_size=11, batchnorm="eval", layers=layers)
+    for batch_size in (1, 3, 10):
+        for packed in (False, True):
+            ds = activation_patterns(
+                model, x, batch_size=batch_size, batchnorm="eval", layers=layers, packed=packed
+            )
+            got = unpack_patterns(ds) if packed else ds
+            np.testing.assert_array_equal(got["pattern"].values, whole["pattern"].values)
+            assert got["layer"].values.tolist() == whole["layer"].values.tolist()
+            assert got["depth"].values.tolist() == whole["depth"].values.tolist()
+
+
+def test_stack_hooks_come_off_after_the_first_batch():
+    seen = []
+
+    class Watch(nn.Module):
+        def forward(self, x):
+            seen.append(len(self._forward_pre_hooks) + len(self._forward_hooks))
+            return torch.relu(x)
+
+    net = nn.Sequential(nn.Linear(2, 3), Watch()).double()
+    before = snapshot(net)
+    activation_patterns(net, model_inputs("mlp", n=9), batch_size=3)
+    assert seen[-3] > 0 and seen[-2:] == [0, 0]  # batch 0 with the hooks, batches 1 and 2 without
+    assert_same_state(before, snapshot(net))
+
+
+def test_a_forward_with_another_number_of_rectifier_calls_raises():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.lin(x))
+            if x[0, 0] > 10:  # only the second batch takes this branch
+                h = torch.relu(h - 1)
+            return h
+
+    net = DataDependent().double()
+    x = model_inputs("mlp", n=6)
+    x[3:, 0] = 20.0
+    before = snapshot(net)
+    with pytest.raises(RuntimeError, match=r"made 2 rectifier calls on this batch but 1 on the"):
+        activation_patterns(net, x, batch_size=3)
+    assert_same_state(before, snapshot(net))
+
+
+def test_a_model_that_folds_another_axis_into_the_batch_raises():
+    class Fold(nn.Module):
+        def forward(self, x):
+            return torch.relu(x.reshape(-1, 1))
+
+    with pytest.raises(ValueError, match=r"called on 8 rows for a batch of 4 samples"):
+        activation_patterns(Fold(), model_inputs("mlp", n=4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+def test_sign_of_preactivation_equals_torch_comparison(dtype, layout):
+    from shatterkit.probes._engine import positive
+
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(5, 3, 4, 4, generator=g).to(dtype)
+    t.view(-1)[:6] = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e-30, -1e-30])
+    if layout == "channels_last":
+        t = t.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        t = t.transpose(2, 3)
+    expected = (t > 0).flatten(1)
+    np.testing.assert_array_equal(positive(t).numpy(), expected.numpy())
+    out = torch.zeros(5, 100, dtype=torch.bool)
+    positive(t, out=out[:, 20:68])
+    np.testing.assert_array_equal(out[:, 20:68].numpy(), expected.numpy())
+    assert not out[:, :20].any() and not out[:, 68:].any()

@@ -137,39 +137,71 @@ def activation_patterns(
 
 def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
     """The per-batch pattern recorder of one model."""
-    keep: list[int] = []
     attrs: dict[str, Any] = {"long_name": "unit on (pre-activation > 0)", "units": "1"}
     if packed:
         attrs.update(packed=1, bit_order="big")
+    coords: dict[str, Any] = {}  # set by the first batch
+    n_units = 0
+    scratch: torch.Tensor | None = None
+    mode = s.mode
 
     def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
-        with torch.no_grad():
-            forward(
-                s.model, s.mode, to_device(x_cpu, s.device, s.dtype), first, _CALLER, s.autocast
-            )
-        if s.missed:
-            raise RuntimeError(
-                f"rectifier module(s) {sorted(set(s.missed))} ran but their activation was not "
-                "seen (a compiled or non-functional implementation?); refusing to return "
-                "partial patterns."
-            )
-        recorded, s.mode.patterns = s.mode.patterns, []
-        if not keep:
-            keep.extend(_select(recorded, layers, type(s.model).__name__))
-        names = [recorded[k][0] for k in keep]
-        sizes = [int(recorded[k][1].shape[1]) for k in keep]
-        bits = torch.cat([recorded[k][1] for k in keep], dim=1)
-        if packed and bits.device.type == "cpu":
-            data = np.packbits(bits.numpy(), axis=-1)  # 30x faster than pack_bits on the CPU
+        nonlocal n_units, scratch
+        x = to_device(x_cpu, s.device, s.dtype)
+        dest = None if packed else s.out.get(PATTERN)
+        if dest is not None:  # the calls are known: their patterns go straight into the result
+            mode.out = torch.from_numpy(dest)
+        elif coords:  # or into one buffer for the batch, reused when it is packed right away
+            if not packed or scratch is None or scratch.shape[0] < x.shape[0]:
+                scratch = torch.empty((x.shape[0], n_units), dtype=torch.bool, device=s.device)
+            mode.out = scratch[: x.shape[0]]
+        try:
+            with torch.no_grad():
+                forward(s.model, mode, x, first, _CALLER, s.autocast)
+            if s.missed:
+                raise RuntimeError(
+                    f"rectifier module(s) {sorted(set(s.missed))} ran but their activation was "
+                    "not seen (a compiled or non-functional implementation?); refusing to return "
+                    "partial patterns."
+                )
+            mode.check_calls()
+            bits, mode.out = mode.out, None
+        finally:
+            mode.out = None
+        if bits is None:  # the first batch: name the calls and fix the layout
+            keep = _select(mode.patterns, layers, type(s.model).__name__)
+            parts = [mode.patterns[k][1] for k in keep]
+            names = [mode.patterns[k][0] for k in keep]
+            sizes = [int(p.shape[1]) for p in parts]
+            for name, p in zip(names, parts, strict=True):
+                if p.shape[0] != x.shape[0]:
+                    raise ValueError(
+                        f"activation patterns need one row per sample at every rectifier call; "
+                        f"{name!r} was called on {p.shape[0]} rows for a batch of {x.shape[0]} "
+                        "samples (does the model fold another axis into the batch?)"
+                    )
+            coords[LAYER] = (UNIT, np.repeat(np.array(names, dtype=object), sizes))
+            coords[DEPTH] = (UNIT, np.repeat(np.arange(1, len(names) + 1), sizes))
+            n_units = sum(sizes)
+            mode.fix_layout(keep)
+            bits = _join(parts)
+        mode.patterns = []
+        if dest is not None:
+            data = dest
+        elif bits.device.type == "cpu":  # numpy packs 30x faster than pack_bits on the CPU
+            data = np.packbits(bits.numpy(), axis=-1) if packed else bits.numpy()
         else:
             data = to_host(pack_bits(bits) if packed else bits)
-        coords = {
-            LAYER: (UNIT, np.repeat(np.array(names, dtype=object), sizes)),
-            DEPTH: (UNIT, np.repeat(np.arange(1, len(names) + 1), sizes)),
-        }
         return {PATTERN: ((SAMPLE, BYTE if packed else UNIT), data, attrs)}, coords
 
     return run
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(parts, dim=1)``; numpy's is several times faster for bool on the CPU."""
+    if parts[0].device.type == "cpu":
+        return torch.from_numpy(np.concatenate([p.numpy() for p in parts], axis=1))
+    return torch.cat(parts, dim=1)
 
 
 def _select(recorded: list[tuple[str, torch.Tensor]], layers: Any, model_name: str) -> list[int]:

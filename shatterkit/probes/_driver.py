@@ -83,28 +83,73 @@ def run_probe(
     per_model: list[Variables] = []
     coords: dict[str, Any] = {}
     for model in members:
-        parts: list[Variables] = []
         with probe_session(model, inputs, **session_kw) as s:
             chunk_fn = make_chunk_fn(s)
             slices = chunks(inputs.n, s.batch_size)
             bar = progress_bar(len(slices) * len(members), progress, session_kw["caller"])
-            for i, sl in enumerate(slices):
-                variables, coords = chunk_fn(inputs.get(sl), i == 0)
-                parts.append(variables)
-                bar.update()
+            if s.device.type == "cpu":
+                variables, coords = _collect(chunk_fn, s, inputs, slices, bar)
+            else:  # the copies to the host run asynchronously: one wait at the end
+                parts = []
+                for i, sl in enumerate(slices):
+                    part, coords = chunk_fn(inputs.get(sl), i == 0)
+                    parts.append(part)
+                    bar.update()
+                variables = {
+                    k: (d, _join(finish_host([p[k][1] for p in parts], s.device)), a)
+                    for k, (d, _, a) in parts[0].items()
+                }
             bar.close()
             attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
-            device = s.device
-        per_model.append(
-            {
-                k: (d, np.concatenate(finish_host([p[k][1] for p in parts], device)), a)
-                for k, (d, _, a) in parts[0].items()
-            }
-        )
+        per_model.append(variables)
     ds = assemble(per_model, inputs, ensemble, coords, attrs)
     if any(_is_gradient(v) for v in ds.data_vars):
         ds.attrs["n_nonfinite"] = count_nonfinite(ds, session_kw["caller"])
     return ds
+
+
+def _collect(
+    chunk_fn: ChunkFn, s: Session, inputs: Inputs, slices: list[slice], bar: Any
+) -> tuple[Variables, dict[str, Any]]:
+    """Run every batch on the CPU into arrays of the whole set, allocated after the first batch.
+
+    Each later batch is offered its rows of those arrays in ``s.out``; a chunk function that
+    writes its result there (and returns that very array) is not copied.
+    """
+    whole: Variables = {}
+    coords: dict[str, Any] = {}
+    try:
+        for i, sl in enumerate(slices):
+            s.out = {k: a[sl] for k, (_, a, _) in whole.items()}
+            variables, coords = chunk_fn(inputs.get(sl), i == 0)
+            bar.update()
+            if len(slices) == 1:  # nothing to join: keep the batch's own arrays
+                return {k: (d, _join([a]), at) for k, (d, a, at) in variables.items()}, coords
+            if not whole:
+                whole = {
+                    k: (d, np.empty((inputs.n, *a.shape[1:]), dtype=a.dtype), at)
+                    for k, (d, a, at) in variables.items()
+                }
+                s.out = {k: a[sl] for k, (_, a, _) in whole.items()}
+            for k, (_, a, _) in variables.items():
+                dest = s.out.get(k)
+                if dest is None or a.shape != dest.shape:
+                    raise RuntimeError(
+                        f"batch {i} gave {k!r} of shape {a.shape}, where the first batch's layout "
+                        f"needs {None if dest is None else dest.shape}; the model's outputs must "
+                        "have the same layout for every input (is its forward data-dependent?)"
+                    )
+                if a is not dest:
+                    dest[...] = a
+    finally:
+        s.out = {}
+    return whole, coords
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    """The batches as one array; a single contiguous batch is not copied (a broadcast gradient,
+    e.g. of ``x.sum()``, is: its zero strides would alias every sample)."""
+    return np.ascontiguousarray(arrays[0]) if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _is_gradient(name: Any) -> bool:
@@ -430,4 +475,4 @@ def _probe_block(
             for name, (_, array, _) in variables.items():
                 out.setdefault(name, []).append(array)
         device = s.device
-    return {name: np.concatenate(finish_host(parts, device)) for name, parts in out.items()}
+    return {name: _join(finish_host(parts, device)) for name, parts in out.items()}

@@ -20,7 +20,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,17 @@ RECTIFIER_MODULES: tuple[type[nn.Module], ...] = (
 DROPOUT_FUNCS: frozenset[Any] = frozenset(
     {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
 )
+_BATCH_NORM, _CENTER, _DROPOUT, _ACTIVATION, _HARDTANH = range(5)
+#: what the mode does with each function it intercepts (absent: call it unchanged)
+_KINDS: dict[Any, int] = {
+    F.batch_norm: _BATCH_NORM,
+    center: _CENTER,
+    F.hardtanh: _HARDTANH,
+    **dict.fromkeys(DROPOUT_FUNCS, _DROPOUT),
+    **dict.fromkeys(RECTIFIER_FUNCS | SMOOTH_FUNCS, _ACTIVATION),
+}
+#: dtypes whose sign numpy takes on the CPU (about 10x faster there than torch's comparison)
+_NUMPY_SIGN_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
 _BN_SIGNATURE = inspect.signature(F.batch_norm)
 _CENTER_SIGNATURE = inspect.signature(center)
 
@@ -93,27 +104,42 @@ class _StopForward(Exception):
 
 @dataclass
 class _Stat:
-    """Population statistics of one batch-coupling call (accumulated in float64)."""
+    """Population statistics of one batch-coupling call.
 
-    total: torch.Tensor | None = None
-    total_sq: torch.Tensor | None = None
+    Each gathering batch contributes its mean and variance, two-pass in the input's dtype (at
+    least float32): the mean, then the moments of the deviations from it (shifted data: no
+    cancellation); batches are merged in float64 with Chan et al.'s pairwise update. On the CPU
+    this is 2-5x faster than ``torch.var_mean`` or float64 sums of squares.
+    """
+
     count: int = 0
+    running_mean: torch.Tensor | None = None
+    m2: torch.Tensor | None = None
     mean: torch.Tensor | None = None
     var: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor) -> None:
         dims = [0, *range(2, x.dim())]
-        x64 = x.detach().to(torch.float64)
-        s, s2 = x64.sum(dims), (x64 * x64).sum(dims)
-        self.total = s if self.total is None else self.total + s
-        self.total_sq = s2 if self.total_sq is None else self.total_sq + s2
-        self.count += x.numel() // x.shape[1]
+        x = x.detach()
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        shift = x.mean(dims, keepdim=True)
+        dev = x - shift  # exact where x is near its (rounded) mean
+        d1, d2 = dev.mean(dims).to(torch.float64), (dev * dev).mean(dims).to(torch.float64)
+        n = x.numel() // x.shape[1]
+        # the shifted-data formula corrects for the rounding of the mean
+        mean, m2 = shift.flatten().to(torch.float64) + d1, (d2 - d1 * d1).clamp_min(0.0) * n
+        if self.running_mean is None or self.m2 is None:
+            self.running_mean, self.m2 = mean, m2
+        else:
+            delta, total = mean - self.running_mean, self.count + n
+            self.running_mean = self.running_mean + delta * (n / total)
+            self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
+        self.count += n
 
     def finalize(self, dtype: torch.dtype) -> None:
-        assert self.total is not None and self.total_sq is not None
-        mean = self.total / self.count
-        var = (self.total_sq / self.count - mean * mean).clamp_min(0.0)
-        self.mean, self.var = mean.to(dtype), var.to(dtype)
+        assert self.running_mean is not None and self.m2 is not None
+        self.mean, self.var = self.running_mean.to(dtype), (self.m2 / self.count).to(dtype)
 
 
 class ProbeMode(TorchFunctionMode):
@@ -142,6 +168,14 @@ class ProbeMode(TorchFunctionMode):
         self.n_activation_calls = 0
         #: names of rectifier modules, to tell module calls from functional ones
         self.activation_modules: frozenset[str] = frozenset()
+        self.stack_hooks: list[Any] = []
+        #: after the first forward (:meth:`fix_layout`): the number of rectifier calls a forward
+        #: makes, and for each call the columns of ``out`` that receive its pattern (None: skip)
+        self.n_calls: int | None = None
+        self.slots: list[slice | None] = []
+        #: the ``(samples, units)`` bool buffer the patterns of the running forward go into
+        self.out: torch.Tensor | None = None
+        self._n_recorded = 0
         self._bn_calls = 0
         self._name_calls: dict[str, int] = {}
 
@@ -150,6 +184,7 @@ class ProbeMode(TorchFunctionMode):
         self._name_calls = {}
         self.patterns = []
         self.stack = []
+        self._n_recorded = 0
 
     # -- naming ---------------------------------------------------------------------------------
     def call_name(self, base: str) -> str:
@@ -158,30 +193,64 @@ class ProbeMode(TorchFunctionMode):
         self._name_calls[base] = k + 1
         return base if k == 0 else f"{base}#{k}"
 
+    def fix_layout(self, keep: list[int]) -> None:
+        """After the first forward: later forwards write the patterns of the calls ``keep`` (indices
+        into that forward's ``patterns``) side by side into ``out``, in that order, and skip the
+        other calls.
+
+        The calls are then known by position, so the module stack hooks (about 10 us per module
+        call) come off; a forward that makes another number of rectifier calls raises.
+        """
+        self.n_calls = len(self.patterns)
+        self.slots = [None] * self.n_calls
+        start = 0
+        for k in keep:
+            size = int(self.patterns[k][1].shape[1])
+            self.slots[k] = slice(start, start + size)
+            start += size
+        for h in self.stack_hooks:
+            h.remove()
+        self.stack_hooks = []
+
+    def check_calls(self) -> None:
+        """Raise if the forward that just ran made another number of rectifier calls."""
+        if self.n_calls is not None and self._n_recorded != self.n_calls:
+            raise RuntimeError(data_dependent_error(self.n_calls, self._n_recorded))
+
     def _owner(self) -> str:
         return self.stack[-1] if self.stack else ""
 
     # -- dispatch -------------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        if func is F.batch_norm:
+        kind = _KINDS.get(func)  # one lookup: most calls (linear, add, ...) pass straight on
+        if kind is None:
+            return func(*args, **kwargs)
+        if kind == _BATCH_NORM:
             return self._batch_norm(args, kwargs)
-        if func is center:
+        if kind == _CENTER:
             return self._center(args, kwargs)
-        if func in DROPOUT_FUNCS:
+        if kind == _DROPOUT:
             return args[0] if args else kwargs["input"]
-        if (
-            func in RECTIFIER_FUNCS
-            or func in SMOOTH_FUNCS
-            or _is_relu6_hardtanh(func, args, kwargs)
-        ):
+        if kind == _ACTIVATION or _is_relu6_hardtanh(args, kwargs):
             self.n_activation_calls += 1
             if self.record:
-                pre = args[0] if args else kwargs["input"]
-                owner = self._owner()
-                base = owner if owner in self.activation_modules else _functional_name(owner, func)
-                self.patterns.append((self.call_name(base), (pre.detach() > 0).flatten(1)))
+                self._record(func, args[0] if args else kwargs["input"])
         return func(*args, **kwargs)
+
+    def _record(self, func: Any, pre: torch.Tensor) -> None:
+        k = self._n_recorded
+        self._n_recorded += 1
+        if self.n_calls is None:
+            owner = self._owner()
+            base = owner if owner in self.activation_modules else _functional_name(owner, func)
+            self.patterns.append((self.call_name(base), positive(pre)))
+            return
+        if k >= self.n_calls:
+            raise RuntimeError(data_dependent_error(self.n_calls, k + 1))
+        slot = self.slots[k]
+        if slot is not None and self.out is not None:
+            positive(pre, out=self.out[:, slot])
 
     def _next_stat(self, x: torch.Tensor) -> _Stat | None:
         """Population statistics for this call, or None while they are being gathered."""
@@ -240,21 +309,59 @@ class ProbeMode(TorchFunctionMode):
 
 
 def _bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
-    """Arguments by name; the all-positional call the BatchNorm modules make skips ``bind``."""
+    """Arguments by name; calls that name every parameter once (as ``F.batch_norm`` forwards the
+    BatchNorm modules' calls) skip ``Signature.bind``."""
     names = list(signature.parameters)
-    if not kwargs and len(args) == len(names):
-        return dict(zip(names, args, strict=True))
+    if len(args) + len(kwargs) == len(names):
+        fast = dict(zip(names, args))
+        fast.update(kwargs)
+        if list(fast) == names:
+            return fast
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
 
 
-def _is_relu6_hardtanh(func: Any, args: tuple, kwargs: dict) -> bool:
+def _is_relu6_hardtanh(args: tuple, kwargs: dict) -> bool:
     """``nn.ReLU6`` calls ``F.hardtanh(x, 0, 6)``: a rectifier; other hardtanh calls are not."""
-    if func is not F.hardtanh:
-        return False
     min_val = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
     return float(min_val) == 0.0
+
+
+def positive(pre: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``pre > 0`` as a bool tensor of shape ``(samples, units)``, written into ``out`` if given.
+
+    On the CPU numpy takes the sign (about 10x faster than torch's comparison with a scalar).
+    """
+    t = pre.detach()
+    if t.dim() < 2:
+        raise ValueError(
+            "activation patterns need rectifier inputs with a sample axis and at least one unit "
+            f"axis; a rectifier was called on a tensor of shape {tuple(t.shape)}."
+        )
+    numpy = t.device.type == "cpu" and t.dtype in _NUMPY_SIGN_DTYPES
+    flat: Any = t.numpy().reshape(t.shape[0], -1) if numpy else t.flatten(1)
+    if out is None:
+        return torch.from_numpy(flat > 0) if numpy else flat > 0
+    if tuple(flat.shape) != tuple(out.shape):
+        raise RuntimeError(
+            f"a rectifier call gave {tuple(flat.shape)} (samples, units) where the first batch "
+            f"gave {out.shape[1]} units for {out.shape[0]} samples; activation patterns need the "
+            "same calls for every input (is the model's forward data-dependent?)"
+        )
+    if numpy:
+        np.greater(flat, 0, out=out.numpy())
+    else:
+        torch.gt(flat, 0, out=out)
+    return out
+
+
+def data_dependent_error(expected: int, got: int) -> str:
+    return (
+        f"the model made {got} rectifier calls on this batch but {expected} on the first one; "
+        "activation patterns need the same calls for every input (is its forward "
+        "data-dependent?). Probe such inputs separately."
+    )
 
 
 def _functional_name(owner: str, func: Any) -> str:
@@ -351,8 +458,9 @@ def install_stack_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -
                 missed.append(names[module])
 
     for module in names:
-        handles.append(module.register_forward_pre_hook(pre))
-        handles.append(module.register_forward_hook(post, always_call=True))
+        mode.stack_hooks.append(module.register_forward_pre_hook(pre))
+        mode.stack_hooks.append(module.register_forward_hook(post, always_call=True))
+    handles.extend(mode.stack_hooks)
     mode.activation_modules = frozenset(names[m] for m in activations)
     return missed
 
@@ -691,10 +799,12 @@ def population_statistics(
     # how large its activations are
     probe = ProbeMode(batchnorm="gather", whole_set=True)
     x1 = to_device(inputs.get(slice(0, 1)), device, dtype)
-    _, largest = output_bytes(model, probe, x1, caller)
+    with torch.no_grad():
+        forward(model, probe, x1, True, caller)
     n_calls = len(probe.stats)
     if not n_calls:
         return []
+    _, largest = output_bytes(model, ProbeMode(batchnorm="gather", whole_set=True), x1, caller)
     gather = gather_batch_size(batch_size, 3 * max(largest, 1), device)
     mode = ProbeMode(batchnorm="gather", whole_set=n <= gather)
     with torch.no_grad():
@@ -914,6 +1024,9 @@ class Session:
     batch_size: int
     missed: list[str]
     autocast: torch.dtype | None = None
+    #: per variable, the rows of the whole-set result the running batch may be written into
+    #: (set by the in-memory CPU driver; empty otherwise)
+    out: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
