@@ -313,7 +313,7 @@ def _bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, 
     BatchNorm modules' calls) skip ``Signature.bind``."""
     names = list(signature.parameters)
     if len(args) + len(kwargs) == len(names):
-        fast = dict(zip(names, args))
+        fast = dict(zip(names, args, strict=False))  # args fill the first names
         fast.update(kwargs)
         if list(fast) == names:
             return fast
