@@ -40,26 +40,40 @@ def _pair_matrix(
         finite = cast(xr.DataArray, np.isfinite(g))
         g = g.where(finite.all(fdims) if fdims else finite)
     ensemble = over == "model" and MODEL in g.dims
-    if ensemble and not skipna:
-        # E over the ensemble folded into the contraction: no (model, sample, sample) temporary
-        cov = xr.dot(g, _other_side(g), dim=[*fdims, MODEL]) / g.sizes[MODEL]
-        norm2 = xr.dot(g, g, dim=[*fdims, MODEL]) / g.sizes[MODEL]
+    if ensemble and skipna:
+        # each pair averages over the models where both samples are finite
+        cov = _dot(g, _other_side(g), fdims).mean(MODEL, skipna=True)
+        if normalize:
+            norm2 = _dot(g, g, fdims).mean(MODEL, skipna=True)
+            _warn_zero(norm2, da, caller)
+            denom = np.sqrt(norm2 * _other_side(norm2))
+            cov = cov / denom.where(denom > 0)
+        return cov.transpose(..., SAMPLE, SAMPLE_OTHER)
+    # E over the ensemble folded into the contraction: no (model, sample, sample) temporary
+    dims = [*fdims, MODEL] if ensemble else fdims
+    if normalize:  # scale every gradient to norm 1 first: one n x n pass (the product)
+        norm = np.sqrt(_dot(g, g, dims))
+        _warn_zero(norm, da, caller)
+        g = g / norm.where(norm > 0)
+        cov = _dot(g, _other_side(g), dims)
     else:
-        cov = xr.dot(g, _other_side(g), dim=fdims)
-        norm2 = xr.dot(g, g, dim=fdims)
-        if ensemble:
-            cov, norm2 = cov.mean(MODEL, skipna=True), norm2.mean(MODEL, skipna=True)
-    if normalize:
-        if not is_lazy(norm2) and bool((norm2 == 0).any()):
-            warnings.warn(
-                f"{caller}: {int((norm2 == 0).sum())} zero gradient(s) in {str(da.name)!r} have no "
-                "correlation; their rows and columns are NaN.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        denom = np.sqrt(norm2 * _other_side(norm2))
-        cov = cov / denom.where(denom > 0)
+        cov = _dot(g, _other_side(g), dims) / (g.sizes[MODEL] if ensemble else 1)
     return cov.transpose(..., SAMPLE, SAMPLE_OTHER)
+
+
+def _dot(a: xr.DataArray, b: xr.DataArray, dims: list[Any]) -> xr.DataArray:
+    """``xr.dot`` through BLAS (``einsum(optimize=True)``): 2-3x the speed of the plain einsum."""
+    return xr.dot(a, b, dim=dims, optimize=True)
+
+
+def _warn_zero(norm: xr.DataArray, da: xr.DataArray, caller: str) -> None:
+    if not is_lazy(norm) and bool((norm == 0).any()):
+        warnings.warn(
+            f"{caller}: {int((norm == 0).sum())} zero gradient(s) in {str(da.name)!r} have no "
+            "correlation; their rows and columns are NaN.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def gradient_covariance(
@@ -134,10 +148,11 @@ def gradient_covariance(
         raise param_error("over", caller, f"one of {_OVER}", over)
     normalize = check_bool(normalize, "normalize", caller)
     skipna = check_bool(skipna, "skipna", caller)
-    results = {
-        name: _pair_matrix(require_finite(da, caller, skipna), over, normalize, skipna, caller)
-        for name, da in grads.items()
-    }
+    results = {}
+    for name, da in grads.items():  # a loop, not a comprehension: warnings point at the caller
+        results[name] = _pair_matrix(
+            require_finite(da, caller, skipna), over, normalize, skipna, caller
+        )
     out = stack_layers(results, grads)
     out = out.transpose(MODEL, ..., SAMPLE, SAMPLE_OTHER, missing_dims="ignore")
     if normalize:
