@@ -18,7 +18,7 @@ from benchmarks._harness import BASELINE, Column, Config, Table, Target, profile
 from shatterkit import ActivationProbe, activation_patterns
 
 FLOOR = "floor: bare forward (no_grad)"
-HOOKS = "forward + pre-hooks keeping x > 0"
+HOOKS = "forward + pre-hooks writing x > 0 into the result"
 PROBE = "ActivationProbe"
 PACKED = "activation_patterns(packed=True)"
 CAPTUM = "captum LayerActivation (+ > 0)"
@@ -40,27 +40,45 @@ def _floor(case: cases.Case, cfg: Config) -> Callable[[], None]:
 
 
 def _hooks(case: cases.Case, cfg: Config) -> Callable[[], np.ndarray]:
-    """The least a recorder can do: a pre-hook per ReLU module keeping the sign of its input."""
+    """The least a recorder can do: a pre-hook per ReLU module writing the sign of its input
+    straight into the preallocated result (numpy's comparison on the CPU, 10x torch's there)."""
     parts = cases.batches(case, cfg)
     relus = _rectifiers(case.model)
 
     def run() -> np.ndarray:
+        out: np.ndarray | None = None
+        state = {"row": 0, "col": 0, "rows": 0}
+
+        def keep(_m: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach().flatten(1)
+            if out is None:
+                kept.append(x > 0)
+                return
+            r, c, n = state["row"], state["col"], x.shape[1]
+            dest = out[r : r + state["rows"], c : c + n]
+            if x.device.type == "cpu":
+                np.greater(x.numpy(), 0, out=dest)
+            else:
+                dest[...] = (x > 0).cpu().numpy()
+            state["col"] = c + n
+
         kept: list[torch.Tensor] = []
-        handles = [
-            m.register_forward_pre_hook(lambda _m, a: kept.append((a[0] > 0).flatten(1)))
-            for m in relus
-        ]
-        out = []
+        handles = [m.register_forward_pre_hook(keep) for m in relus]
         try:
             with torch.no_grad():
                 for xb in parts:
-                    kept.clear()
+                    state.update(col=0, rows=xb.shape[0])
                     case.model(xb.to(cfg.device))
-                    out.append(torch.cat(kept, dim=1).cpu())
+                    if out is None:  # the first batch tells the number of units
+                        first = torch.cat(kept, dim=1).cpu().numpy()
+                        out = np.empty((case.n, first.shape[1]), dtype=bool)
+                        out[: xb.shape[0]] = first
+                    state["row"] += xb.shape[0]
         finally:
             for h in handles:
                 h.remove()
-        return torch.cat(out).numpy()
+        assert out is not None
+        return out
 
     return run
 

@@ -94,11 +94,7 @@ def _gradient_tables(cfg: Config, table: Table) -> None:
             },
             "numpy: unit rows, G G^T",
             cfg,
-            {
-                "metrics.gradient_covariance": Target(
-                    "numpy: unit rows, G G^T", 1.5, proposed=True
-                )
-            },
+            {"metrics.gradient_covariance": Target("numpy: unit rows, G G^T", 1.5, proposed=True)},
         )
     acf = _available("autocorrelation")
     if acf is None:

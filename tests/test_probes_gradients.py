@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import xarray as xr
 from conftest import assert_same_state, make_model, model_inputs, snapshot
 from sklearn.base import clone
@@ -325,3 +326,37 @@ def test_a_layer_whose_shape_changes_between_batches_raises():
     with pytest.raises(RuntimeError, match=r"batch 1 gave .* the same layout for every input"):
         input_gradients(net, x, batch_size=1, layers=["1"])
     assert_same_state(before, snapshot(net))
+
+
+def test_later_batches_skip_the_function_mode_only_when_it_has_nothing_to_do():
+    """A forward with no batch norm and no dropout leaves the mode idle: batches after the first
+    run without it (cheaper per torch call). A functional dropout hard-wired to training=True
+    keeps it on every batch, so every batch's gradient is the dropout-free one."""
+    depth = []
+
+    class Spy(nn.Module):
+        def __init__(self, dropout):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+            self.dropout = dropout
+
+        def forward(self, x):
+            depth.append(torch._C._len_torch_function_stack())
+            h = torch.relu(self.lin(x))
+            if self.dropout:
+                h = F.dropout(h, 0.5, training=True)
+            return h.sum(1, keepdim=True)
+
+    x = model_inputs("mlp", n=6)
+    plain = Spy(dropout=False).double()
+    ds = input_gradients(plain, x, batch_size=2)
+    assert depth[-3:] == [1, 0, 0]
+    expected = func_per_sample(plain, x, None).numpy()
+    np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
+
+    depth.clear()
+    noisy = Spy(dropout=True).double()
+    noisy.load_state_dict(plain.state_dict())
+    ds = input_gradients(noisy, x, batch_size=2)
+    assert depth[-3:] == [1, 1, 1]
+    np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)

@@ -169,6 +169,12 @@ class ProbeMode(TorchFunctionMode):
         #: names of rectifier modules, to tell module calls from functional ones
         self.activation_modules: frozenset[str] = frozenset()
         self.stack_hooks: list[Any] = []
+        #: batch-norm, centring and dropout calls in the running forward; a forward without
+        #: any leaves nothing for the mode to do unless it records (see ``passthrough``)
+        self.n_substituted = 0
+        #: run later forwards without the mode (set by a probe that records nothing once its
+        #: first forward made no call the mode changes): saves ~4 us per torch call
+        self.passthrough = False
         #: after the first forward (:meth:`fix_layout`): the number of rectifier calls a forward
         #: makes, and for each call the columns of ``out`` that receive its pattern (None: skip)
         self.n_calls: int | None = None
@@ -180,6 +186,7 @@ class ProbeMode(TorchFunctionMode):
         self._name_calls: dict[str, int] = {}
 
     def start_forward(self) -> None:
+        self.n_substituted = 0
         self._bn_calls = 0
         self._name_calls = {}
         self.patterns = []
@@ -226,6 +233,8 @@ class ProbeMode(TorchFunctionMode):
         kind = _KINDS.get(func)  # one lookup: most calls (linear, add, ...) pass straight on
         if kind is None:
             return func(*args, **kwargs)
+        if kind <= _DROPOUT:
+            self.n_substituted += 1
         if kind == _BATCH_NORM:
             return self._batch_norm(args, kwargs)
         if kind == _CENTER:
@@ -751,7 +760,7 @@ def forward(
     try:
         with (
             _eager(),
-            mode,
+            contextlib.nullcontext() if mode.passthrough else mode,
             torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None),
         ):
             return model(x)

@@ -188,6 +188,8 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
             x = to_device(x_cpu, s.device, s.dtype).requires_grad_(True)
             # the model gets a non-leaf copy, which a first in-place op may rewrite
             out = forward(s.model, s.mode, x.clone(), first, _CALLER, s.autocast)
+            # nothing for the mode to change (no batch norm, no dropout): later batches skip it
+            s.mode.passthrough = s.mode.passthrough or s.mode.n_substituted == 0
             y = select_output(out, output, x.shape[0], _CALLER)
             targets = [x] + [t for _, t in captured]
             grads = torch.autograd.grad(y.sum(), targets, allow_unused=True)
