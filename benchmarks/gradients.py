@@ -113,7 +113,8 @@ def _gradients_table(cfg: Config) -> tuple[Table, Timings]:
         reps=cfg.pick(3, 7),
     )
 
-    conv = cases.small_convnet(cfg, cfg.pick(64, 256))
+    # four batches: one batch of images is too short a run to time within a few percent
+    conv = cases.small_convnet(cfg, cfg.pick(64, 1024))
     population = (
         _probe(conv, batchnorm="population"),
         "batchnorm='population' (the default): population statistics first",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -360,3 +361,28 @@ def test_later_batches_skip_the_function_mode_only_when_it_has_nothing_to_do():
     ds = input_gradients(noisy, x, batch_size=2)
     assert depth[-3:] == [1, 1, 1]
     np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
+
+
+@pytest.mark.parametrize("kind", ["read-only", "big-endian", "reversed", "xarray"])
+def test_inputs_numpy_can_share_or_not_give_the_same_gradients(kind):
+    """Inputs are shared with the caller where torch can (no copy of the whole set) and copied
+    where it cannot; neither changes the result nor the caller's array, even under a model that
+    rewrites its input in place."""
+    net = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(2, 1)).double()
+    base = model_inputs("mlp", n=9).numpy()
+    expected = input_gradients(net, base.copy(), batch_size=4)["gradient"].values
+    if kind == "read-only":
+        X = base.copy()
+        X.setflags(write=False)
+    elif kind == "big-endian":
+        X = base.astype(">f8")
+    elif kind == "reversed":
+        X = base[::-1].copy()[::-1]
+    else:
+        X = xr.DataArray(base.copy(), dims=("sample", "feature"))
+    before = np.array(X, copy=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's warning on non-writable arrays
+        got = input_gradients(net, X, batch_size=4)["gradient"].values
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.asarray(X), before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -46,13 +47,13 @@ def _pair_matrix(
         if normalize:
             norm2 = _dot(g, g, fdims).mean(MODEL, skipna=True)
             _warn_zero(norm2, da, caller)
-            denom = np.sqrt(norm2 * _other_side(norm2))
+            denom = (norm2 * _other_side(norm2)) ** 0.5
             cov = cov / denom.where(denom > 0)
         return cov.transpose(..., SAMPLE, SAMPLE_OTHER)
     # E over the ensemble folded into the contraction: no (model, sample, sample) temporary
-    dims = [*fdims, MODEL] if ensemble else fdims
+    dims = [*fdims, MODEL] if ensemble else list(fdims)
     if normalize:  # scale every gradient to norm 1 first: one n x n pass (the product)
-        norm = np.sqrt(_dot(g, g, dims))
+        norm = _dot(g, g, dims) ** 0.5
         _warn_zero(norm, da, caller)
         g = g / norm.where(norm > 0)
         cov = _dot(g, _other_side(g), dims)
@@ -61,7 +62,7 @@ def _pair_matrix(
     return cov.transpose(..., SAMPLE, SAMPLE_OTHER)
 
 
-def _dot(a: xr.DataArray, b: xr.DataArray, dims: list[Any]) -> xr.DataArray:
+def _dot(a: xr.DataArray, b: xr.DataArray, dims: Sequence[Any]) -> xr.DataArray:
     """``xr.dot`` through BLAS (``einsum(optimize=True)``): 2-3x the speed of the plain einsum."""
     return xr.dot(a, b, dim=dims, optimize=True)
 

@@ -37,6 +37,7 @@ from shatterkit.probes._engine import (
     probe_session,
     progress_bar,
     resolve_device,
+    shared_tensor,
     unwrap_model,
     versions,
 )
@@ -465,7 +466,7 @@ def _probe_block(
     session_kw: dict[str, Any],
     stats: list[_Stat] | None,
 ) -> dict[str, np.ndarray]:
-    inputs = Inputs(torch.from_numpy(np.array(block, copy=True)), dims, {}, session_kw["caller"])
+    inputs = Inputs(shared_tensor(np.asarray(block)), dims, {}, session_kw["caller"])
     model = pickle.loads(payload)
     out: dict[str, list[np.ndarray]] = {}
     with probe_session(model, inputs, **{**session_kw, "stats": stats}) as s:

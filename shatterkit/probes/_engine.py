@@ -511,7 +511,7 @@ class Inputs:
         """The samples ``sl`` as a CPU tensor (a lazy block is computed and checked here)."""
         if not self.lazy:
             return self.data[sl]
-        block = torch.from_numpy(np.array(self.data[sl], copy=True))
+        block = shared_tensor(np.asarray(self.data[sl]))
         _check_finite(block, self.caller, offset=sl.start or 0)
         return block
 
@@ -542,7 +542,7 @@ def prepare_inputs(X: Any, caller: str) -> Inputs:
         if X.chunks is not None:
             data = X.data
         else:
-            data = torch.from_numpy(np.array(X.values, copy=True)) if X.dtype != object else None
+            data = shared_tensor(X.values) if X.dtype != object else None
     elif isinstance(X, torch.Tensor):
         if X.device.type == "meta":
             raise ValueError(
@@ -564,7 +564,7 @@ def prepare_inputs(X: Any, caller: str) -> Inputs:
                 f"The 'X' parameter of {caller} must be a DataArray, tensor or array of numbers. "
                 f"Got {type(X).__name__} instead."
             )
-        data = torch.from_numpy(np.array(arr, copy=True))
+        data = shared_tensor(arr)
         dims = input_dims(max(arr.ndim - 1, 0))
     if data is None:
         raise TypeError(f"The 'X' parameter of {caller} must hold numbers. Got objects instead.")
@@ -589,8 +589,19 @@ def prepare_inputs(X: Any, caller: str) -> Inputs:
     return inputs
 
 
+def shared_tensor(arr: np.ndarray) -> torch.Tensor:
+    """``arr`` as a CPU tensor, sharing its memory where torch can (never written: every batch is
+    copied by :func:`to_device` before the model sees it); copied if read-only, byte-swapped or
+    with negative strides."""
+    if arr.flags.writeable and arr.dtype.isnative and all(st >= 0 for st in arr.strides):
+        return torch.from_numpy(arr)
+    return torch.from_numpy(np.array(arr, dtype=arr.dtype.newbyteorder("="), copy=True))
+
+
 def _check_finite(tensor: torch.Tensor, caller: str, offset: int = 0) -> None:
-    if not torch.isfinite(tensor).all():
+    # NaN and inf propagate through the sum: no mask of the inputs unless one is there (or the
+    # sum overflows)
+    if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
         bad = (~torch.isfinite(tensor.reshape(tensor.shape[0], -1))).any(1).nonzero().flatten()
         raise ValueError(
             f"The 'X' parameter of {caller} must be finite. Got NaN or inf in "
@@ -965,7 +976,10 @@ def count_nonfinite(ds: xr.Dataset, caller: str) -> int:
     for name, da in ds.data_vars.items():
         if not str(name).startswith("gradient"):
             continue
-        bad = ~np.isfinite(da.values)
+        values = da.values
+        if np.isfinite(values.sum()):  # NaN and inf propagate: all finite, no mask needed
+            continue
+        bad = ~np.isfinite(values)
         count += int(bad.sum())
         if bad.any():
             other = [d for d in da.dims if d != SAMPLE]
