@@ -39,8 +39,9 @@ if "$PY" -c 'import pytest' 2>/dev/null; then
     timeout 90 "$PY" -m pytest -m requires_cuda -q -o addopts= -p no:cacheprovider tests \
         2>&1 | tee "$OUT/pytest-cuda.txt"
     rc=${PIPESTATUS[0]}
-    # 5: no test carries the marker yet, which is not a failure of the GPU path
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then status=$rc; fi
+    # tests/test_cuda.py: CPU against CUDA results, model state, autocast error, no host syncs
+    # per batch (5 would mean no test was collected)
+    if [ "$rc" -ne 0 ]; then status=$rc; fi
 else
     echo "pytest is not installed: requires_cuda tests not run" | tee "$OUT/pytest-cuda.txt"
 fi

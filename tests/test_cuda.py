@@ -66,15 +66,18 @@ def test_a_model_on_cuda_stays_there_and_unchanged():
     np.testing.assert_array_equal(pat["pattern"].values, ref_pat["pattern"].values)
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_autocast_on_cuda_stays_close_to_float32(dtype):
+@pytest.mark.parametrize("dtype, bound", [("bfloat16", 0.03), ("float16", 0.005)])
+def test_autocast_on_cuda_stays_close_to_float32(dtype, bound):
+    """Median per-sample relative error within a few roundings of the dtype (bfloat16 keeps 8
+    bits, float16 11; on the CPU bfloat16 gives 0.005 on this model)."""
     model = make_model("conv", dtype=torch.float32)
     x = model_inputs("conv", n=32, dtype=torch.float32)
     ref = input_gradients(model, x, output=1, device="cuda")["gradient"].values
     low = input_gradients(model, x, output=1, device="cuda", autocast=dtype)
     assert low["gradient"].dtype == np.float32
-    err = np.abs(low["gradient"].values - ref).max() / np.abs(ref).max()
-    assert err < 0.1, f"{dtype}: max error {err:.3g} of the largest gradient"
+    diff = (low["gradient"].values - ref).reshape(len(x), -1)
+    rel = np.linalg.norm(diff, axis=1) / np.linalg.norm(ref.reshape(len(x), -1), axis=1)
+    assert np.median(rel) < bound, f"{dtype}: median relative error {np.median(rel):.3g}"
 
 
 @pytest.mark.parametrize("probe", ["gradients", "patterns"])
