@@ -109,3 +109,16 @@ def param_error(
     else:
         shown = repr(value)
     return exc(f"The {name!r} parameter of {caller} must be {expected}. Got {shown} instead.")
+
+
+def check_int(
+    value: Any, name: str, caller: str, minimum: int, *, wrong_type: type[Exception] = TypeError
+) -> int:
+    """``value`` as an int if it is one (numpy ints too, not bool) ``>= minimum``; else the uniform
+    parameter error: ``wrong_type`` for a non-int, ValueError for one that is too small."""
+    expected = f"an int >= {minimum}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise param_error(name, caller, expected, value, exc=wrong_type)
+    if value < minimum:
+        raise param_error(name, caller, expected, value)
+    return int(value)

@@ -14,21 +14,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from shatterkit._dims import FEATURE, SAMPLE, T, input_dims
+from shatterkit._dims import FEATURE, SAMPLE, T, check_int, input_dims
 
 __all__ = ["line", "segment", "ray", "neighbourhood", "as_point"]
-
-
-def _check_positive_int(value: Any, name: str, caller: str, minimum: int = 1) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"The {name!r} parameter of {caller} must be an int >= {minimum}. Got {value!r} instead."
-        )
-    if value < minimum:
-        raise ValueError(
-            f"The {name!r} parameter of {caller} must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return int(value)
 
 
 def as_point(x: Any, name: str = "x", caller: str = "as_point") -> xr.DataArray:
@@ -106,7 +94,7 @@ def line(start: float = -2.0, stop: float = 2.0, n: int = 256) -> xr.DataArray:
     >>> x.dims, x.shape, x["t"].values.tolist()
     (('sample', 'feature'), (5, 1), [-2.0, -1.0, 0.0, 1.0, 2.0])
     """
-    n = _check_positive_int(n, "n", "line", minimum=2)
+    n = check_int(n, "n", "line", 2)
     t = np.linspace(float(start), float(stop), n)
     return xr.DataArray(
         t[:, None],
@@ -138,7 +126,7 @@ def segment(a: Any, b: Any, n: int = 256) -> xr.DataArray:
     >>> path.values.tolist()
     [[0.0, 0.0], [0.5, 1.0], [1.0, 2.0]]
     """
-    n = _check_positive_int(n, "n", "segment", minimum=2)
+    n = check_int(n, "n", "segment", 2)
     pa, pb = as_point(a, "a", "segment"), as_point(b, "b", "segment")
     if pa.shape != pb.shape:
         raise ValueError(
@@ -204,7 +192,7 @@ def ray(
     >>> r.values.tolist(), r["t"].values.tolist()
     ([[-1.0, 1.0], [1.0, 1.0], [3.0, 1.0]], [-2.0, 0.0, 2.0])
     """
-    n = _check_positive_int(n, "n", "ray", minimum=2)
+    n = check_int(n, "n", "ray", 2)
     p = as_point(x, "x", "ray")
     u = _unit_direction(p.shape, direction, seed, "ray")
     t = np.linspace(-float(radius), float(radius), n)
@@ -237,7 +225,7 @@ def neighbourhood(x: Any, radius: float = 0.1, n: int = 256, seed: Any = None) -
     >>> inputs.neighbourhood([0.0, 0.0, 0.0], radius=0.1, n=4, seed=0).shape
     (4, 3)
     """
-    n = _check_positive_int(n, "n", "neighbourhood")
+    n = check_int(n, "n", "neighbourhood", 1)
     p = as_point(x, "x", "neighbourhood")
     noise = np.random.default_rng(seed).standard_normal((n, *p.shape)) * float(radius)
     coords = {SAMPLE: np.arange(n), **{k: v for k, v in p.coords.items()}}

@@ -13,17 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from shatterkit._dims import check_int as dims_check_int
+
 #: standard deviation of the biases when a builder is passed ``bias=True``
 DEFAULT_BIAS_STD = 1.0
 
 
 def check_int(value: Any, name: str, caller: str, minimum: int) -> int:
-    """Return ``value`` if it is an int ``>= minimum``, else raise the library's standard message."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"The {name!r} parameter of {caller} must be an int >= {minimum}. Got {value!r} instead."
-        )
-    return value
+    """Return ``value`` if it is an int ``>= minimum``, else raise the library's standard message
+    (a ValueError either way, as the model builders document)."""
+    return dims_check_int(value, name, caller, minimum, wrong_type=ValueError)
 
 
 def make_generator(seed: int | None) -> torch.Generator:
