@@ -205,7 +205,7 @@ def stack_layers(
     depths = [int(grads[k].attrs.get(DEPTH, 0)) if k != "input" else 0 for k in names]
     out = xr.concat(
         list(results.values()),
-        dim=xr.DataArray(np.asarray(names, dtype=str), dims=(LAYER,), name=LAYER),
+        dim=xr.DataArray(np.asarray(names, dtype=object), dims=(LAYER,), name=LAYER),
         data_vars="all",
         coords="minimal",
         compat="override",

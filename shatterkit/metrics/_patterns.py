@@ -44,7 +44,8 @@ class Layout:
         return byte, masks[layer, byte], layer
 
     def coords(self) -> dict[str, Any]:
-        return {LAYER: self.layers, DEPTH: (LAYER, self.depths)}
+        # object strings: zarr v3 has a specification for them, not for fixed-width unicode
+        return {LAYER: np.array(self.layers, dtype=object), DEPTH: (LAYER, self.depths)}
 
     def layer_sizes(self) -> xr.DataArray:
         return xr.DataArray(self.sizes, dims=(LAYER,), coords=self.coords())
@@ -256,7 +257,7 @@ def activation_rate(pat: xr.Dataset) -> xr.Dataset:
     sizes = layout.layer_sizes()
     rate = model_mean(_by_layer(c, layout) / (sizes * n))
     unit_coords = {
-        "unit_layer": (UNIT, np.asarray(layout.layers, dtype=str)[layout.unit_layer]),
+        "unit_layer": (UNIT, np.asarray(layout.layers, dtype=object)[layout.unit_layer]),
         "unit_depth": (UNIT, layout.depths[layout.unit_layer]),
     }
     return xr.Dataset(
