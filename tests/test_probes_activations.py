@@ -236,3 +236,8 @@ def test_sign_of_preactivation_equals_torch_comparison(dtype, layout):
     positive(t, out=out[:, 20:68])
     np.testing.assert_array_equal(out[:, 20:68].numpy(), expected.numpy())
     assert not out[:, :20].any() and not out[:, 68:].any()
+
+
+def test_an_empty_layer_list_is_refused():
+    with pytest.raises(ValueError, match=r"The 'layers' parameter of activation_patterns must be"):
+        activation_patterns(make_model("mlp"), model_inputs("mlp"), layers=[])

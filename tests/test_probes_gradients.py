@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import warnings
 
 import numpy as np
@@ -386,3 +387,57 @@ def test_inputs_numpy_can_share_or_not_give_the_same_gradients(kind):
         got = input_gradients(net, X, batch_size=4)["gradient"].values
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(np.asarray(X), before)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_returned_variables_never_share_memory(lazy):
+    """Autograd hands back one tensor for the input and the output of an Identity (or a Flatten,
+    or a dropout, which the probe turns off); the Dataset's variables must still be independent
+    arrays, whether or not the batch was copied."""
+    net = nn.Sequential(
+        nn.Identity(), nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Dropout(0.1), nn.Linear(5, 1)
+    ).double()
+    X = xr.DataArray(model_inputs("mlp", n=24).reshape(8, 2, 3).numpy(), dims=("sample", "c", "w"))
+    if lazy:
+        X = X.chunk({"sample": 8})
+    ds = input_gradients(net, X, layers="all").load()
+    arrays = {name: ds[name].values for name in ds.data_vars}
+    for a, b in itertools.combinations(arrays, 2):
+        assert not np.shares_memory(arrays[a], arrays[b]), (a, b)
+    before = ds["gradient:0"].values.copy()
+    ds["gradient"].values[...] = 0.0
+    np.testing.assert_array_equal(ds["gradient:0"].values, before)
+
+
+def test_a_model_with_batch_norm_keeps_the_mode_on_every_batch():
+    """A batch norm that only later inputs reach is still given the population statistics (here:
+    refused, since the one-sample check never saw it), never silently its running statistics."""
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+            self.bn = nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            h = self.lin(x)
+            if x[0, 0] > 10:  # only the second batch takes this branch
+                h = self.bn(h)
+            return h.sum(1, keepdim=True)
+
+    x = model_inputs("mlp", n=6)
+    x[3:, 0] = 20.0
+    net = Branchy().double()
+    before = snapshot(net)
+    with pytest.raises(RuntimeError, match=r"population statistics are missing for batch-norm"):
+        input_gradients(net, x, batch_size=3)
+    assert_same_state(before, snapshot(net))
+
+
+def test_a_field_of_a_structured_array_is_copied_not_refused():
+    rec = np.zeros(9, dtype=[("a", "f8", (2,)), ("b", "f4")])
+    rec["a"] = model_inputs("mlp", n=9).numpy()
+    net = make_model("mlp")
+    got = input_gradients(net, rec["a"], batch_size=4)["gradient"].values
+    expected = input_gradients(net, rec["a"].copy(), batch_size=4)["gradient"].values
+    np.testing.assert_array_equal(got, expected)

@@ -215,6 +215,11 @@ def _select(recorded: list[tuple[str, torch.Tensor]], layers: Any, model_name: s
     if layers == "rectifiers":
         return list(range(len(recorded)))
     wanted = [layers] if isinstance(layers, str) else list(layers)
+    if not wanted:
+        raise ValueError(
+            f"The 'layers' parameter of {_CALLER} must be 'rectifiers' or name at least one "
+            f"rectifier call. Got {layers!r} instead; available: {available[:8]}."
+        )
     for name in wanted:
         if name not in available:
             raise unknown_name_error("rectifier layer", name, available, model_name)

@@ -28,6 +28,7 @@ from shatterkit.probes._engine import (
     check_common,
     describe_output,
     forward,
+    has_substituted_modules,
     iterate_models,
     prepare_inputs,
     select_output,
@@ -182,6 +183,10 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
     for n in names:
         s.handles.append(modules[n].register_forward_hook(capture))
 
+    # a model with batch-norm, centring or dropout modules keeps the mode on every batch, even if
+    # the first batch made no such call (a data-dependent forward may make one later)
+    idle = not has_substituted_modules(s.model)
+
     def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
         captured.clear()
         with torch.inference_mode(False), torch.enable_grad():
@@ -189,7 +194,7 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
             # the model gets a non-leaf copy, which a first in-place op may rewrite
             out = forward(s.model, s.mode, x.clone(), first, _CALLER, s.autocast)
             # nothing for the mode to change (no batch norm, no dropout): later batches skip it
-            s.mode.passthrough = s.mode.passthrough or s.mode.n_substituted == 0
+            s.mode.passthrough = s.mode.passthrough or (s.mode.n_substituted == 0 and idle)
             y = select_output(out, output, x.shape[0], _CALLER)
             targets = [x] + [t for _, t in captured]
             grads = torch.autograd.grad(y.sum(), targets, allow_unused=True)
@@ -217,7 +222,12 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
                     DEPTH: 0,
                 },
             ),
-            OUTPUT: ((SAMPLE,), to_host(y.to(x.dtype)), {"long_name": "selected output"}),
+            # a copy: the selected output may be a view of a tensor the model keeps
+            OUTPUT: (
+                (SAMPLE,),
+                to_host(y.detach().to(x.dtype, copy=True)),
+                {"long_name": "selected output"},
+            ),
         }
         for depth, ((name, t), g) in enumerate(zip(captured, grads[1:], strict=True), start=1):
             variables[f"{LAYER_GRADIENT_PREFIX}{name}"] = (
