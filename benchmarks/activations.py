@@ -125,7 +125,7 @@ def run(cfg: Config) -> list[Table]:
     )
     for case in (
         cases.paper_resnet(cfg, cfg.pick(256, 4096)),
-        cases.small_convnet(cfg, cfg.pick(64, 256)),
+        cases.small_convnet(cfg, cfg.pick(64, 1024)),  # four batches: steadier than one
     ):
         kw = cases.probe_kwargs(case)
         contenders: dict[str, Callable[[], Any]] = {

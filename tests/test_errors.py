@@ -291,6 +291,13 @@ ROWS = [
         id="unknown-rectifier-layer",
     ),
     pytest.param(
+        lambda: activation_patterns(mlp(), x(), layers=[]),
+        ValueError,
+        r"The 'layers' parameter of activation_patterns must be 'rectifiers' or name at least one "
+        r"rectifier call\. Got \[\] instead; available: \['1', '3'\]",
+        id="empty-rectifier-layer-list",
+    ),
+    pytest.param(
         lambda: ActivationProbe(nn.Linear(2, 1).double()).fit_transform(x()),
         ValueError,
         r"The 'model' parameter of activation_patterns must make at least one rectifier call "
