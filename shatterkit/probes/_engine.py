@@ -749,13 +749,15 @@ def chunks(n: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
-def to_device(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def to_device(
+    x: torch.Tensor, device: torch.device, dtype: torch.dtype, *, copy: bool = True
+) -> torch.Tensor:
     """A private copy of ``x`` on ``device``: a model whose first op is in place (e.g.
     ``ReLU(inplace=True)``) must rewrite neither the caller's inputs nor the ones kept for the
-    next pass."""
+    next pass. ``copy=False`` is for callers that hand the model a copy of their own."""
     if device.type == "cuda":
         return x.pin_memory().to(device, dtype, non_blocking=True)
-    return x.to(device, dtype, copy=True)
+    return x.to(device, dtype, copy=copy)
 
 
 def progress_bar(total: int, progress: bool | None, desc: str) -> Any:

@@ -190,8 +190,9 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
     def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
         captured.clear()
         with torch.inference_mode(False), torch.enable_grad():
-            x = to_device(x_cpu, s.device, s.dtype).requires_grad_(True)
-            # the model gets a non-leaf copy, which a first in-place op may rewrite
+            # the model gets a non-leaf copy, which a first in-place op may rewrite; so the leaf
+            # itself need not be a private copy of the inputs (never written)
+            x = to_device(x_cpu, s.device, s.dtype, copy=False).requires_grad_(True)
             out = forward(s.model, s.mode, x.clone(), first, _CALLER, s.autocast)
             # nothing for the mode to change (no batch norm, no dropout): later batches skip it
             s.mode.passthrough = s.mode.passthrough or (s.mode.n_substituted == 0 and idle)
