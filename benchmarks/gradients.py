@@ -138,7 +138,7 @@ def _gradients_table(cfg: Config) -> tuple[Table, Timings]:
         f"{PROBE} (population, batch_size=n)": _probe(bn, batchnorm="population", batch_size=bn.n),
     }
     timings, notes = cases.race(contenders, cfg, reference=FLOOR, reps=cfg.pick(2, 3))
-    notes[f"{PROBE} (population)"] = "statistics gathered in one pass over the set per BN call"
+    notes[f"{PROBE} (population)"] = "the set's statistics first: one more forward over the set"
     notes[f"{PROBE} (population, batch_size=n)"] = "whole set in one batch: one gathering forward"
     table.add_timings(
         bn.label,
