@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import xarray as xr
@@ -9,6 +11,12 @@ import xarray as xr
 from shatterkit._dims import BYTE, PATTERN, UNIT
 
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _bit_weights(device: torch.device) -> torch.Tensor:
+    """Made once per device: a tensor from a list is a blocking host-to-device copy on CUDA."""
+    return torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=device)
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -20,7 +28,7 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     pad = (-n) % 8
     if pad:
         bits = torch.nn.functional.pad(bits, (0, pad))
-    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=bits.device)
+    weights = _bit_weights(bits.device)
     grouped = bits.reshape(*bits.shape[:-1], -1, 8).to(torch.uint8)
     return (grouped * weights).sum(-1, dtype=torch.uint8)
 

@@ -80,7 +80,7 @@ def test_autocast_on_cuda_stays_close_to_float32(dtype, bound):
     assert np.median(rel) < bound, f"{dtype}: median relative error {np.median(rel):.3g}"
 
 
-@pytest.mark.parametrize("probe", ["gradients", "patterns"])
+@pytest.mark.parametrize("probe", ["gradients", "patterns", "packed"])
 def test_no_host_sync_per_batch(probe):
     """torch's sync debug mode warns at every synchronising call; the count must not grow with the
     number of batches (setup and the final copy back may sync, the batch loop may not)."""
@@ -88,14 +88,15 @@ def test_no_host_sync_per_batch(probe):
 
     def syncs(n_batches: int) -> int:
         x = model_inputs("residual", n=8 * n_batches, dtype=torch.float32)
+        kw = {"packed": True} if probe == "packed" else {}
         run = input_gradients if probe == "gradients" else activation_patterns
-        run(model, x, batch_size=8)  # warm-up: lazy CUDA initialisation syncs once
+        run(model, x, batch_size=8, **kw)  # warm-up: lazy CUDA initialisation syncs once
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                run(model, x, batch_size=8)
+                run(model, x, batch_size=8, **kw)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)
