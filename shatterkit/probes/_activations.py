@@ -165,7 +165,7 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
                     "partial patterns."
                 )
             mode.check_calls()
-            bits, mode.out = mode.out, None
+            bits = mode.out
         finally:
             mode.out = None
         if bits is None:  # the first batch: name the calls and fix the layout
@@ -184,7 +184,7 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
             coords[DEPTH] = (UNIT, np.repeat(np.arange(1, len(names) + 1), sizes))
             n_units = sum(sizes)
             mode.fix_layout(keep)
-            bits = _join(parts)
+            bits = _cat_units(parts)
         mode.patterns = []
         if dest is not None:
             data = dest
@@ -197,7 +197,7 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
     return run
 
 
-def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+def _cat_units(parts: list[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(parts, dim=1)``; numpy's is several times faster for bool on the CPU."""
     if parts[0].device.type == "cpu":
         return torch.from_numpy(np.concatenate([p.numpy() for p in parts], axis=1))

@@ -125,7 +125,8 @@ def _collect(
             variables, coords = chunk_fn(inputs.get(sl), i == 0)
             bar.update()
             if len(slices) == 1:  # nothing to join: keep the batch's own arrays
-                return _unshared(variables), coords
+                arrays = _unshared({k: a for k, (_, a, _) in variables.items()})
+                return {k: (d, arrays[k], at) for k, (d, _, at) in variables.items()}, coords
             if not whole:
                 whole = {
                     k: (d, np.empty((inputs.n, *a.shape[1:]), dtype=a.dtype), at)
@@ -147,21 +148,21 @@ def _collect(
     return whole, coords
 
 
-def _unshared(variables: Variables) -> Variables:
-    """``variables`` whose arrays share no memory with one another, copying only where they do:
-    autograd may hand back one tensor for two targets (the input and the output of an
-    ``Identity``, ``Flatten`` or dropout), and a batch's arrays are returned without a copy."""
-    arrays = {k: _join([a]) for k, (_, a, _) in variables.items()}
+def _unshared(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` sharing no memory with one another, copying only where they do: autograd may
+    hand back one tensor for two targets (the input and the output of an ``Identity``,
+    ``Flatten`` or dropout), and a single batch's arrays are returned without a copy."""
+    out = {k: _join([a]) for k, a in arrays.items()}
     spans = sorted(
-        (a.__array_interface__["data"][0], a.nbytes, k) for k, a in arrays.items() if a.nbytes
+        (a.__array_interface__["data"][0], a.nbytes, k) for k, a in out.items() if a.nbytes
     )
     end = -1
     for start, size, k in spans:  # by address: each array that overlaps an earlier one is copied
         if start < end:
-            arrays[k] = arrays[k].copy()
+            out[k] = out[k].copy()
         else:
             end = start + size
-    return {k: (d, arrays[k], at) for k, (d, _, at) in variables.items()}
+    return out
 
 
 def _join(arrays: list[np.ndarray]) -> np.ndarray:
@@ -493,7 +494,4 @@ def _probe_block(
             for name, (_, array, _) in variables.items():
                 out.setdefault(name, []).append(array)
         device = s.device
-    names = list(out)
-    joined = [_join(finish_host(out[name], device)) for name in names]
-    unshared = _unshared({n: ((), a, {}) for n, a in zip(names, joined, strict=True)})
-    return {name: unshared[name][1] for name in names}
+    return _unshared({name: _join(finish_host(parts, device)) for name, parts in out.items()})

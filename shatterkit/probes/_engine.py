@@ -852,7 +852,7 @@ def population_statistics(
     n_calls = len(probe.stats)
     if not n_calls:
         return []
-    _, largest = output_bytes(model, ProbeMode(batchnorm="gather", whole_set=True), x1, caller)
+    _, largest = output_bytes(model, probe, x1, caller)  # its statistics are gathered: reused
     gather = gather_batch_size(batch_size, 3 * max(largest, 1), device)
     mode = ProbeMode(batchnorm="gather", whole_set=n <= gather)
     with torch.no_grad():
