@@ -241,3 +241,88 @@ def test_sign_of_preactivation_equals_torch_comparison(dtype, layout):
 def test_an_empty_layer_list_is_refused():
     with pytest.raises(ValueError, match=r"The 'layers' parameter of activation_patterns must be"):
         activation_patterns(make_model("mlp"), model_inputs("mlp"), layers=[])
+
+
+def _mode_active_per_batch(net: nn.Module, x: torch.Tensor, batch_size: int) -> list[bool]:
+    """Whether a torch function mode was active during each forward of the probe's batches."""
+    seen: list[bool] = []
+    handle = net.register_forward_pre_hook(
+        lambda _m, _a: seen.append(torch._C._is_torch_function_mode_enabled())
+    )
+    try:
+        activation_patterns(net, x, batch_size=batch_size, batchnorm="eval")
+    finally:
+        handle.remove()
+    n_batches = -(-len(x) // batch_size)
+    return seen[-n_batches:]
+
+
+def test_module_rectifiers_are_recorded_by_pre_hooks_after_the_first_batch():
+    """Later batches of a model whose every rectifier call is a rectifier module's call on its own
+    input run without the function mode; the patterns still equal the hand-written forward."""
+    model = make_model("mlp")
+    x = model_inputs("mlp", n=10)
+    assert _mode_active_per_batch(model, x, batch_size=3) == [True, False, False, False]
+    before = snapshot(model)
+    ds = activation_patterns(model, x, batch_size=3)
+    assert_same_state(before, snapshot(model))
+    with torch.no_grad():
+        h1 = model[0](x)
+        h2 = model[2](torch.relu(h1))
+    np.testing.assert_array_equal(ds["pattern"].values, torch.cat([h1 > 0, h2 > 0], 1).numpy())
+
+
+class _ShiftedReLU(nn.ReLU):
+    """A rectifier module that does not rectify its own input: the pre-hook path must not apply."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x - 0.5)
+
+
+@pytest.mark.parametrize(
+    "kind", ["shifted", "functional", "batchnorm", "dropout", "relu_twice_in_one_module"]
+)
+def test_the_function_mode_stays_where_pre_hooks_would_not_see_the_same_calls(kind):
+    lin = nn.Linear(2, 4)
+
+    class Twice(nn.ReLU):
+        def forward(self, x):
+            return F.relu(F.relu(x) - 0.1)
+
+    tail = {
+        "shifted": [_ShiftedReLU()],
+        "functional": [nn.ReLU(), nn.Linear(4, 4), nn.Hardtanh(0.0, 6.0)],
+        "batchnorm": [nn.BatchNorm1d(4), nn.ReLU()],
+        "dropout": [nn.ReLU(), nn.Dropout(0.5)],
+        "relu_twice_in_one_module": [Twice()],
+    }[kind]
+    net = nn.Sequential(lin, *tail).double().eval()
+    x = model_inputs("mlp", n=9)
+    assert _mode_active_per_batch(net, x, batch_size=3) == [True, True, True]
+    got = activation_patterns(net, x, batch_size=3, batchnorm="eval")["pattern"].values
+    whole = activation_patterns(net, x, batch_size=9, batchnorm="eval")["pattern"].values
+    np.testing.assert_array_equal(got, whole)
+    if kind == "shifted":
+        with torch.no_grad():
+            np.testing.assert_array_equal(got, (lin(x) - 0.5 > 0).numpy())
+
+
+def test_module_rectifier_calls_that_change_with_the_batch_raise_on_the_pre_hook_path():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.act = nn.Linear(2, 3), nn.ReLU()
+
+        def forward(self, x):
+            h = self.act(self.lin(x))
+            if x[0, 0] > 10:  # only the later batches take this branch
+                h = self.act(h - 1)
+            return h
+
+    net = DataDependent().double()
+    x = model_inputs("mlp", n=6)
+    x[3:, 0] = 20.0
+    before = snapshot(net)
+    with pytest.raises(RuntimeError, match=r"rectifier calls on this batch but 1 on the first"):
+        activation_patterns(net, x, batch_size=3)
+    assert_same_state(before, snapshot(net))

@@ -19,6 +19,7 @@ from shatterkit.probes._engine import (
     forward,
     iterate_models,
     prepare_inputs,
+    record_by_hooks,
     to_device,
     to_host,
     unwrap_model,
@@ -184,6 +185,7 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
             coords[DEPTH] = (UNIT, np.repeat(np.arange(1, len(names) + 1), sizes))
             n_units = sum(sizes)
             mode.fix_layout(keep)
+            record_by_hooks(s.model, mode, s.handles)
             bits = _cat_units(parts)
         mode.patterns = []
         if dest is not None:

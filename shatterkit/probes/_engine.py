@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import itertools
 import os
 import sys
 import warnings
@@ -186,6 +187,12 @@ class ProbeMode(TorchFunctionMode):
         self.slots: list[slice | None] = []
         #: the ``(samples, units)`` bool buffer the patterns of the running forward go into
         self.out: torch.Tensor | None = None
+        #: in the running forward: calls of rectifier modules, the input of the latest one, and
+        #: whether every rectifier call so far was such a module's call on that very input (then
+        #: pre-hooks on those modules can record later forwards, see :func:`record_by_hooks`)
+        self.n_module_calls = 0
+        self.module_input: Any = None
+        self.module_calls_only = True
         self._n_recorded = 0
         self._bn_calls = 0
         self._name_calls: dict[str, int] = {}
@@ -197,6 +204,8 @@ class ProbeMode(TorchFunctionMode):
         self.patterns = []
         self.stack = []
         self._n_recorded = 0
+        self.n_module_calls = 0
+        self.module_calls_only = True
 
     # -- naming ---------------------------------------------------------------------------------
     def call_name(self, base: str) -> str:
@@ -257,7 +266,9 @@ class ProbeMode(TorchFunctionMode):
         self._n_recorded += 1
         if self.n_calls is None:
             owner = self._owner()
-            base = owner if owner in self.activation_modules else _functional_name(owner, func)
+            by_module = owner in self.activation_modules
+            self.module_calls_only &= by_module and pre is self.module_input
+            base = owner if by_module else _functional_name(owner, func)
             self.patterns.append((self.call_name(base), positive(pre)))
             return
         if k >= self.n_calls:
@@ -428,19 +439,23 @@ def preserved_state(model: nn.Module) -> Iterator[list[Any]]:
     Yields a list to which the caller appends hook handles. Parameters are never written by the
     probes; a forward that modifies them in place anyway raises a warning.
     """
-    training = {m: m.training for m in model.modules()}
-    requires_grad = {p: p.requires_grad for p in model.parameters()}
-    buffers = {b: b.detach().clone() for b in model.buffers()}
-    versions = {p: _version(p) for p in model.parameters()}
+    modules = list(model.modules())  # one walk of the module tree (each costs ~5 us a module)
+    training = {m: m.training for m in modules}
+    params = {p: None for m in modules for p in m._parameters.values() if p is not None}
+    requires_grad = {p: p.requires_grad for p in params}
+    buffers = {b: b.detach().clone() for m in modules for b in m._buffers.values() if b is not None}
+    versions = {p: _version(p) for p in params}
     handles: list[Any] = []
     try:
-        model.eval()
+        if any(training.values()):
+            model.eval()
         yield handles
     finally:
         for h in handles:
             h.remove()
         for m, flag in training.items():
-            m.training = flag
+            if m.training != flag:
+                m.training = flag
         for p, flag in requires_grad.items():
             if p.requires_grad != flag:  # inference tensors refuse even a no-op set
                 p.requires_grad_(flag)
@@ -474,10 +489,12 @@ def install_stack_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -
     activations = {m for m in names if isinstance(m, RECTIFIER_MODULES) or _is_crelu(m)}
     started: dict[nn.Module, list[int]] = {m: [] for m in activations}
 
-    def pre(module: nn.Module, _args: Any) -> None:
+    def pre(module: nn.Module, args: Any) -> None:
         mode.stack.append(names[module])
         if module in started:
             started[module].append(mode.n_activation_calls)
+            mode.n_module_calls += 1
+            mode.module_input = args[0] if args else None
 
     def post(module: nn.Module, _args: Any, _out: Any) -> None:
         if mode.stack:
@@ -492,6 +509,34 @@ def install_stack_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -
     handles.extend(mode.stack_hooks)
     mode.activation_modules = frozenset(names[m] for m in activations)
     return missed
+
+
+def record_by_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -> bool:
+    """After the first recorded forward, record later ones with a forward pre-hook per rectifier
+    module instead of the function mode, where that sees the same calls: every rectifier call of
+    the first forward was one rectifier module's call on its own input, and the model has nothing
+    for the mode to substitute (batch norm, centring, dropout). The mode's dispatch costs ~5 us
+    per torch call; on the paper's 50-block MLP that was a tenth of a bare forward.
+
+    Returns whether the hooks took over (``mode.passthrough`` is then set).
+    """
+    if not (
+        mode.module_calls_only
+        and mode.n_module_calls == mode._n_recorded
+        and mode.n_substituted == 0
+        and not has_substituted_modules(model)
+    ):
+        return False
+
+    def pre(_module: nn.Module, args: Any) -> None:
+        mode.n_activation_calls += 1
+        mode._record(None, args[0])
+
+    for m in model.modules():
+        if isinstance(m, RECTIFIER_MODULES) or _is_crelu(m):
+            handles.append(m.register_forward_pre_hook(pre))
+    mode.passthrough = True
+    return True
 
 
 def _is_crelu(module: nn.Module) -> bool:
@@ -639,12 +684,12 @@ def _check_finite(tensor: torch.Tensor, caller: str, offset: int = 0) -> None:
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
-    for t in list(model.parameters()) + list(model.buffers()):
+    first = None
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.dtype.is_floating_point:
             return t.device, t.dtype
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device, None
-    return torch.device("cpu"), None
+        first = t if first is None else first
+    return (torch.device("cpu") if first is None else first.device), None
 
 
 def check_model_tensors(model: nn.Module, caller: str, gradients: bool) -> None:
@@ -1103,11 +1148,8 @@ def probe_session(
     dtype = compute_dtype(run, inputs, dev, caller)
     with preserved_state(run) as handles:
         mode = ProbeMode(batchnorm, record=record)
-        # module names are needed to name rectifier calls; gradients skip the per-call cost
-        missed = install_stack_hooks(run, mode, handles) if record else []
         if batch_size == "auto":
             probe = ProbeMode("coupled") if batchnorm == "population" else ProbeMode(batchnorm)
-            probe.activation_modules = mode.activation_modules
             x1 = to_device(inputs.get(slice(0, 2)), dev, dtype)
             batch_size = auto_batch_size(run, x1, dev, probe, gradients, caller)
         if batchnorm == "coupled":
@@ -1118,8 +1160,8 @@ def probe_session(
                 if stats is not None
                 else population_statistics(run, inputs, int(batch_size), dev, dtype, caller)
             )
-        missed.clear()
-        mode.n_activation_calls = 0
+        # module names are needed to name rectifier calls; gradients skip the per-call cost
+        missed = install_stack_hooks(run, mode, handles) if record else []
         yield Session(
             run,
             mode,
