@@ -2,7 +2,7 @@
 
 Target (issue 6): ``GradientProbe`` <= 1.10x the floor (a bare batched ``torch.autograd.grad`` of
 the summed output, same batches, eval mode) and no slower than captum ``Saliency``. A second table
-separates the probe's fixed overhead (one-sample batch-norm check, hooks, xarray assembly) from
+separates the probe's fixed overhead (state save/restore, hooks, xarray assembly) from
 the per-batch work, with a profile of where the time goes.
 """
 
@@ -189,7 +189,7 @@ _PARTS = {
     "  of which: function-mode dispatch (own time)": [
         ("probes/_engine.py", "__torch_function__", "tot")
     ],
-    "  of which: batch-norm check / population statistics": [
+    "  of which: population statistics (batch-norm models)": [
         ("probes/_engine.py", "population_statistics", "cum")
     ],
     "backward (autograd engine)": [("autograd/graph.py", "_engine_run_backward", "cum")],

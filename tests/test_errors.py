@@ -165,14 +165,14 @@ ROWS = [
         lambda: input_gradients(mlp(), torch.randn(5, 3, dtype=torch.float64)),
         ValueError,
         r"The 'X' parameter of input_gradients must match the model's input\. The model failed "
-        r"on inputs of shape \(1, 3\) \(sample axis first\): mat1 and mat2 shapes",
+        r"on inputs of shape \(5, 3\) \(sample axis first\): mat1 and mat2 shapes",
         id="wrong-shape",
     ),
     pytest.param(
         lambda: activation_patterns(make_model("conv"), torch.randn(4, 3, 5, 5).double()),
         ValueError,
         r"The 'X' parameter of activation_patterns must match the model's input\. .*shape "
-        r"\(1, 3, 5, 5\).*expected input\[1, 3, 5, 5\] to have 2 channels",
+        r"\(4, 3, 5, 5\).*expected input\[4, 3, 5, 5\] to have 2 channels",
         id="wrong-shape-channels",
     ),
     pytest.param(

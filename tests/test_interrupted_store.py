@@ -38,18 +38,31 @@ def flags(store) -> np.ndarray:
     return xr.open_zarr(store)["batch_nonfinite"].values
 
 
-@pytest.mark.parametrize("at", [1, 2], ids=["batch-norm-check", "first-batch"])
-def test_interrupted_before_the_store_exists(tmp_path, at):
-    """Forward 1 checks for batch norm, forward 2 is the first batch: no store is written yet."""
-    inner = make_model("mlp")
-    x = model_inputs("mlp", n=30)
+# Forwards of a batch-norm model: 1 is the first batch, stopped at its first batch-norm call (the
+# population statistics are not there yet); 2 counts the batch-norm calls on one sample, 3
+# measures the module outputs, 4 gathers the statistics (30 or 40 inputs fit in one gathering
+# batch of 4 x batch_size); 5 runs the first batch again. A model without batch norm runs its
+# batches and nothing else.
+BN_STATS = 4
+
+
+@pytest.mark.parametrize(
+    ("kind", "at"),
+    [("mlp", 1), ("batchnorm", 1), ("batchnorm", 2), ("batchnorm", 4), ("batchnorm", 5)],
+    ids=["first-batch", "bn-first-batch", "bn-check", "bn-gathering", "bn-first-batch-again"],
+)
+def test_interrupted_before_the_store_exists(tmp_path, kind, at):
+    """Interrupted before the first batch is written: no store exists yet."""
+    inner = make_model(kind)
+    x = model_inputs(kind, n=30)
     store = tmp_path / "g.zarr"
     with pytest.raises(KeyboardInterrupt):
         input_gradients(Interrupt(inner, at=at), x, batch_size=10, store=store)
     assert not store.exists()
     resumed = Interrupt(inner)
     out = input_gradients(resumed, x, batch_size=10, store=store, resume=True)
-    assert resumed.calls == 1 + 3  # nothing to keep: every batch is computed
+    # nothing to keep: every batch is computed (after the statistics, for batch norm)
+    assert resumed.calls == (BN_STATS if kind == "batchnorm" else 0) + 3
     ref = input_gradients(inner, x, batch_size=10)
     xr.testing.assert_identical(ref.drop_attrs(), out.load().drop_attrs())
 
@@ -60,10 +73,9 @@ def test_keyboard_interrupt_in_the_second_ensemble_member(tmp_path):
     a, b = make_model("batchnorm", seed=0), make_model("batchnorm", seed=1)
     x = model_inputs("batchnorm", n=40)
     store = tmp_path / "e.zarr"
-    # member 1: forward 1 counts the batch-norm calls, forward 2 measures the module outputs;
-    # the 40 inputs fit in one gathering batch (4 x batch_size), so forward 3 gathers both
-    # calls' statistics; 4 and 5 are batches 0 and 1, 6 would be batch 2
-    stats = 1 + 1 + 1
+    # member 1: forwards 1-4 lead to the statistics (see BN_STATS); 5 and 6 are batches 0 and
+    # 1, 7 would be batch 2
+    stats = BN_STATS
     first, second = Interrupt(a), Interrupt(b, at=stats + 3)
     with pytest.raises(KeyboardInterrupt):
         input_gradients([first, second], x, batch_size=10, store=store, layers="all")
@@ -97,7 +109,7 @@ def test_interrupt_between_writing_a_batch_and_flagging_it(tmp_path, monkeypatch
     np.testing.assert_array_equal(flags(store), [0, -1, -1])
     resumed = Interrupt(inner)
     out = activation_patterns(resumed, x, batch_size=10, packed=True, store=store, resume=True)
-    assert resumed.calls == 1 + 2
+    assert resumed.calls == 2
     ref = activation_patterns(Interrupt(inner), x, batch_size=10, packed=True)
     xr.testing.assert_identical(ref, out.load())
 

@@ -17,7 +17,7 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 from torch.func import grad, vmap
 
-from shatterkit import GradientProbe, input_gradients, inputs
+from shatterkit import GradientProbe, activation_patterns, input_gradients, inputs
 
 # float64 throughout: the probe and the references differ only by summation order.
 TOL = {"rtol": 1e-6, "atol": 1e-9}
@@ -441,3 +441,56 @@ def test_a_field_of_a_structured_array_is_copied_not_refused():
     got = input_gradients(net, rec["a"], batch_size=4)["gradient"].values
     expected = input_gradients(net, rec["a"].copy(), batch_size=4)["gradient"].values
     np.testing.assert_array_equal(got, expected)
+
+
+class _FunctionalBatchNorm(nn.Module):
+    """Batch norm as a functional call, with no module and no running statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.out = nn.Linear(2, 4), nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.batch_norm(self.lin(x), None, None, training=True)
+        return self.out(torch.relu(h))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "batchnorm", "functional"])
+def test_population_statistics_are_gathered_only_when_a_batch_norm_call_is_met(monkeypatch, kind):
+    """The statistics pass runs once for a model that makes batch-norm calls (a BN module or a
+    functional call), after which the batch that met the call runs again; never for one without.
+    The gradients equal torch.func on the model with the whole set's statistics frozen in."""
+    from shatterkit.probes import _engine
+
+    gathered = []
+    original = _engine.population_statistics
+
+    def counted(*args, **kwargs):
+        gathered.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_engine, "population_statistics", counted)
+    torch.manual_seed(0)
+    model = _FunctionalBatchNorm().double() if kind == "functional" else make_model(kind)
+    x = model_inputs("mlp", n=10)
+    ds = input_gradients(model, x, batch_size=3)
+    assert len(gathered) == (0 if kind == "mlp" else 1)
+    if kind == "functional":
+        with torch.no_grad():
+            h = model.lin(x)
+        mean, var = h.mean(0), h.var(0, unbiased=False)
+
+        def frozen(xi: torch.Tensor) -> torch.Tensor:
+            z = (model.lin(xi) - mean) / torch.sqrt(var + 1e-5)
+            return model.out(torch.relu(z)).squeeze(-1)
+
+        expected = func_per_sample(frozen, x).numpy()
+    else:
+        ref = replace_bn_with_population_affine(model, x) if kind == "batchnorm" else model
+        expected = func_per_sample(ref.eval(), x).numpy()
+    np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
+    patterns = activation_patterns(model, x, batch_size=3)["pattern"].values
+    assert len(gathered) == (0 if kind == "mlp" else 2)
+    if kind == "functional":
+        with torch.no_grad():
+            np.testing.assert_array_equal(patterns, ((model.lin(x) - mean) > 0).numpy())

@@ -26,6 +26,7 @@ from shatterkit._dims import GRADIENT, MODEL, SAMPLE, safe_attrs
 from shatterkit.probes._engine import (
     Inputs,
     Session,
+    StatisticsNeeded,
     _Stat,
     check_model_tensors,
     chunks,
@@ -85,7 +86,7 @@ def run_probe(
     coords: dict[str, Any] = {}
     for model in members:
         with probe_session(model, inputs, **session_kw) as s:
-            chunk_fn = make_chunk_fn(s)
+            chunk_fn = _ready(make_chunk_fn, s)
             slices = chunks(inputs.n, s.batch_size)
             bar = progress_bar(len(slices) * len(members), progress, session_kw["caller"])
             if s.device.type == "cpu":
@@ -107,6 +108,22 @@ def run_probe(
     if any(_is_gradient(v) for v in ds.data_vars):
         ds.attrs["n_nonfinite"] = count_nonfinite(ds, session_kw["caller"])
     return ds
+
+
+def _ready(make_chunk_fn: MakeChunkFn, s: Session) -> ChunkFn:
+    """The probe's chunk function for session ``s``. A batch that meets a batch-norm call while
+    the population statistics are pending gathers them and runs again: models without batch
+    norm never pay for the gathering (nor for a forward that looks for such calls)."""
+    chunk_fn = make_chunk_fn(s)
+
+    def run(x: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
+        try:
+            return chunk_fn(x, first)
+        except StatisticsNeeded:
+            s.gather_statistics()
+            return chunk_fn(x, first)
+
+    return run
 
 
 def _collect(
@@ -245,7 +262,7 @@ def _to_zarr(
         if done is not None and (done[k] if ensemble else done).min() >= 0:
             continue  # a member the interrupted run finished: not even its statistics are needed
         with probe_session(model, inputs, **session_kw) as s:
-            chunk_fn = make_chunk_fn(s)
+            chunk_fn = _ready(make_chunk_fn, s)
             slices = chunks(inputs.n, s.batch_size)
             if done is not None:
                 _check_batches(store, done, inputs.n, {**session_kw, "batch_size": s.batch_size})
@@ -424,7 +441,7 @@ def _lazy(
         # one sample eagerly, to learn the names, shapes and dtypes of the variables
         head = Inputs(inputs.get(slice(0, 1)), inputs.dims, {}, inputs.caller)
         with probe_session(model, head, **{**session_kw, "stats": stats}) as s:
-            template, coords = make_chunk_fn(s)(head.data, True)
+            template, coords = _ready(make_chunk_fn, s)(head.data, True)
             template = _on_host(template, s.device)
             attrs.update(device=str(s.device), dtype=str(s.dtype).replace("torch.", ""))
         # Ship the model as bytes: each task unpickles its own copy (its own hooks, its own
@@ -488,7 +505,7 @@ def _probe_block(
     model = pickle.loads(payload)
     out: dict[str, list[np.ndarray]] = {}
     with probe_session(model, inputs, **{**session_kw, "stats": stats}) as s:
-        chunk_fn = make_chunk_fn(s)
+        chunk_fn = _ready(make_chunk_fn, s)
         for i, sl in enumerate(chunks(inputs.n, s.batch_size)):
             variables, _ = chunk_fn(inputs.get(sl), i == 0)
             for name, (_, array, _) in variables.items():

@@ -20,8 +20,9 @@ import itertools
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,11 @@ class _StopForward(Exception):
     """Raised inside a forward once the statistics being gathered have been seen."""
 
 
+class StatisticsNeeded(Exception):
+    """Raised by the first batch-norm call of a forward whose population statistics are not yet
+    gathered (see :meth:`Session.gather_statistics`)."""
+
+
 @dataclass
 class _Stat:
     """Population statistics of one batch-coupling call.
@@ -167,6 +173,8 @@ class ProbeMode(TorchFunctionMode):
         self.batchnorm = batchnorm
         self.record = record
         self.stats: list[_Stat] = [] if stats is None else stats
+        #: population statistics will be gathered when a forward first needs them
+        self.stats_pending = False
         self.whole_set = whole_set
         self.stack: list[str] = []
         self.patterns: list[tuple[str, torch.Tensor]] = []
@@ -279,6 +287,8 @@ class ProbeMode(TorchFunctionMode):
 
     def _next_stat(self, x: torch.Tensor) -> _Stat | None:
         """Population statistics for this call, or None while they are being gathered."""
+        if self.stats_pending:
+            raise StatisticsNeeded
         k = self._bn_calls
         self._bn_calls += 1
         if k < len(self.stats) and self.stats[k].mean is not None:
@@ -1123,6 +1133,16 @@ class Session:
     #: per variable, the rows of the whole-set result the running batch may be written into
     #: (set by the in-memory CPU driver; empty otherwise)
     out: dict[str, np.ndarray] = field(default_factory=dict)
+    #: computes the population statistics while they are pending (``mode.stats_pending``)
+    gather: Callable[[], list[_Stat]] | None = None
+
+    def gather_statistics(self) -> None:
+        """Gather the pending population statistics (a forward raised :class:`StatisticsNeeded`);
+        that forward is then run again."""
+        assert self.gather is not None
+        self.mode.stats, self.gather = self.gather(), None
+        self.mode.stats_pending = False
+        self.missed.clear()  # the gathering forwards ran under another mode
 
 
 @contextlib.contextmanager
@@ -1154,12 +1174,14 @@ def probe_session(
             batch_size = auto_batch_size(run, x1, dev, probe, gradients, caller)
         if batchnorm == "coupled":
             batch_size = inputs.n
-        if batchnorm == "population":
-            mode.stats = (
-                stats
-                if stats is not None
-                else population_statistics(run, inputs, int(batch_size), dev, dtype, caller)
+        gather = None
+        if batchnorm == "population" and stats is not None:
+            mode.stats = stats
+        elif batchnorm == "population":  # gathered once a forward meets a batch-norm call
+            gather = partial(
+                population_statistics, run, inputs, int(batch_size), dev, dtype, caller
             )
+            mode.stats_pending = True
         # module names are needed to name rectifier calls; gradients skip the per-call cost
         missed = install_stack_hooks(run, mode, handles) if record else []
         yield Session(
@@ -1171,4 +1193,5 @@ def probe_session(
             int(batch_size),
             missed,
             resolve_autocast(autocast, dev, caller),
+            gather=gather,
         )
