@@ -143,7 +143,8 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
         attrs.update(packed=1, bit_order="big")
     coords: dict[str, Any] = {}  # set by the first batch
     n_units = 0
-    scratch: torch.Tensor | None = None
+    scratch: Any = None  # a numpy array on the CPU, a tensor on an accelerator
+    cpu = s.device.type == "cpu"
     mode = s.mode
 
     def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
@@ -151,10 +152,15 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
         x = to_device(x_cpu, s.device, s.dtype)
         dest = None if packed else s.out.get(PATTERN)
         if dest is not None:  # the calls are known: their patterns go straight into the result
-            mode.out = torch.from_numpy(dest)
+            mode.out = dest
         elif coords:  # or into one buffer for the batch, reused when it is packed right away
             if not packed or scratch is None or scratch.shape[0] < x.shape[0]:
-                scratch = torch.empty((x.shape[0], n_units), dtype=torch.bool, device=s.device)
+                shape = (x.shape[0], n_units)
+                scratch = (
+                    np.empty(shape, dtype=bool)
+                    if cpu
+                    else torch.empty(shape, dtype=torch.bool, device=s.device)
+                )
             mode.out = scratch[: x.shape[0]]
         try:
             with torch.no_grad():
@@ -166,7 +172,7 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
                     "partial patterns."
                 )
             mode.check_calls()
-            bits = mode.out
+            bits: Any = mode.out
         finally:
             mode.out = None
         if bits is None:  # the first batch: name the calls and fix the layout
@@ -188,10 +194,11 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
             record_by_hooks(s.model, mode, s.handles)
             bits = _cat_units(parts)
         mode.patterns = []
+        data: Any
         if dest is not None:
             data = dest
-        elif bits.device.type == "cpu":  # numpy packs 30x faster than pack_bits on the CPU
-            data = np.packbits(bits.numpy(), axis=-1) if packed else bits.numpy()
+        elif cpu:  # numpy packs 30x faster than pack_bits on the CPU
+            data = np.packbits(bits, axis=-1) if packed else bits
         else:
             data = to_host(pack_bits(bits) if packed else bits)
         return {PATTERN: ((SAMPLE, BYTE if packed else UNIT), data, attrs)}, coords
@@ -199,10 +206,11 @@ def _chunk_fn(s: Session, *, layers: Any, packed: bool) -> ChunkFn:
     return run
 
 
-def _cat_units(parts: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.cat(parts, dim=1)``; numpy's is several times faster for bool on the CPU."""
+def _cat_units(parts: list[torch.Tensor]) -> Any:
+    """The parts side by side along the units: a numpy array on the CPU (numpy's join is several
+    times faster than torch's for bool), a tensor on an accelerator."""
     if parts[0].device.type == "cpu":
-        return torch.from_numpy(np.concatenate([p.numpy() for p in parts], axis=1))
+        return np.concatenate([p.numpy() for p in parts], axis=1)
     return torch.cat(parts, dim=1)
 
 

@@ -193,8 +193,9 @@ class ProbeMode(TorchFunctionMode):
         #: makes, and for each call the columns of ``out`` that receive its pattern (None: skip)
         self.n_calls: int | None = None
         self.slots: list[slice | None] = []
-        #: the ``(samples, units)`` bool buffer the patterns of the running forward go into
-        self.out: torch.Tensor | None = None
+        #: the ``(samples, units)`` bool buffer the patterns of the running forward go into: a
+        #: numpy array on the CPU (slicing it costs a tenth of slicing a tensor), else a tensor
+        self.out: np.ndarray | torch.Tensor | None = None
         #: in the running forward: calls of rectifier modules, the input of the latest one, and
         #: whether every rectifier call so far was such a module's call on that very input (then
         #: pre-hooks on those modules can record later forwards, see :func:`record_by_hooks`)
@@ -372,8 +373,9 @@ def has_substituted_modules(model: nn.Module) -> bool:
     )
 
 
-def positive(pre: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``pre > 0`` as a bool tensor of shape ``(samples, units)``, written into ``out`` if given.
+def positive(pre: torch.Tensor, out: Any = None) -> Any:
+    """``pre > 0`` as a bool tensor of shape ``(samples, units)``, or written into ``out`` (a bool
+    tensor or numpy array of that shape), which is returned.
 
     On the CPU numpy takes the sign: on one thread its comparison took 1/12 (51,200 floats) to
     1/4 (4-13 million floats) of the time of torch's with a scalar (torch 2.13). torch's runs on
@@ -399,10 +401,11 @@ def positive(pre: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
             f"gave {out.shape[1]} units for {out.shape[0]} samples; activation patterns need the "
             "same calls for every input (is the model's forward data-dependent?)"
         )
+    as_numpy = isinstance(out, np.ndarray)
     if numpy:
-        np.greater(flat, 0, out=out.numpy())
+        np.greater(flat, 0, out=out if as_numpy else out.numpy())
     else:
-        torch.gt(flat, 0, out=out)
+        torch.gt(flat, 0, out=torch.from_numpy(out) if as_numpy else out)
     return out
 
 
