@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -243,14 +245,16 @@ def test_an_empty_layer_list_is_refused():
         activation_patterns(make_model("mlp"), model_inputs("mlp"), layers=[])
 
 
-def _mode_active_per_batch(net: nn.Module, x: torch.Tensor, batch_size: int) -> list[bool]:
+def _mode_active_per_batch(
+    net: nn.Module, x: torch.Tensor, batch_size: int, batchnorm: str = "eval", probe=None
+) -> list[bool]:
     """Whether a torch function mode was active during each forward of the probe's batches."""
     seen: list[bool] = []
     handle = net.register_forward_pre_hook(
         lambda _m, _a: seen.append(torch._C._is_torch_function_mode_enabled())
     )
     try:
-        activation_patterns(net, x, batch_size=batch_size, batchnorm="eval")
+        (probe or activation_patterns)(net, x, batch_size=batch_size, batchnorm=batchnorm)
     finally:
         handle.remove()
     n_batches = -(-len(x) // batch_size)
@@ -279,10 +283,25 @@ class _ShiftedReLU(nn.ReLU):
         return F.relu(x - 0.5)
 
 
+class _TrainingDropout(nn.Module):
+    """Functional dropout with the default ``training=True``: the mode turns it off."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, 0.5)
+
+
 @pytest.mark.parametrize(
-    "kind", ["shifted", "functional", "batchnorm", "dropout", "relu_twice_in_one_module"]
+    ("kind", "batchnorm"),
+    [
+        ("shifted", "eval"),
+        ("functional", "eval"),
+        ("relu_twice_in_one_module", "eval"),
+        ("batchnorm", "population"),
+        ("dropout", "population"),
+        ("functional_dropout", "eval"),
+    ],
 )
-def test_the_function_mode_stays_where_pre_hooks_would_not_see_the_same_calls(kind):
+def test_the_function_mode_stays_where_pre_hooks_would_not_see_the_same_calls(kind, batchnorm):
     lin = nn.Linear(2, 4)
 
     class Twice(nn.ReLU):
@@ -292,19 +311,51 @@ def test_the_function_mode_stays_where_pre_hooks_would_not_see_the_same_calls(ki
     tail = {
         "shifted": [_ShiftedReLU()],
         "functional": [nn.ReLU(), nn.Linear(4, 4), nn.Hardtanh(0.0, 6.0)],
+        "relu_twice_in_one_module": [Twice()],
         "batchnorm": [nn.BatchNorm1d(4), nn.ReLU()],
         "dropout": [nn.ReLU(), nn.Dropout(0.5)],
-        "relu_twice_in_one_module": [Twice()],
+        "functional_dropout": [_TrainingDropout(), nn.ReLU()],
     }[kind]
     net = nn.Sequential(lin, *tail).double().eval()
     x = model_inputs("mlp", n=9)
-    assert _mode_active_per_batch(net, x, batch_size=3) == [True, True, True]
-    got = activation_patterns(net, x, batch_size=3, batchnorm="eval")["pattern"].values
-    whole = activation_patterns(net, x, batch_size=9, batchnorm="eval")["pattern"].values
+    assert _mode_active_per_batch(net, x, 3, batchnorm) == [True, True, True]
+    got = activation_patterns(net, x, batch_size=3, batchnorm=batchnorm)["pattern"].values
+    whole = activation_patterns(net, x, batch_size=9, batchnorm=batchnorm)["pattern"].values
     np.testing.assert_array_equal(got, whole)
     if kind == "shifted":
         with torch.no_grad():
             np.testing.assert_array_equal(got, (lin(x) - 0.5 > 0).numpy())
+    if kind == "functional_dropout":  # dropout off: the pattern of lin(x) itself
+        with torch.no_grad():
+            np.testing.assert_array_equal(got, (lin(x) > 0).numpy())
+
+
+def test_eval_mode_batch_norm_and_dropout_modules_let_later_batches_skip_the_mode():
+    """With ``batchnorm="eval"`` the mode would make of an eval-mode BatchNorm or Dropout module's
+    call what the module makes of it: after the first batch both probes run without the mode, and
+    their results equal the model's own eval forward (torch.func for the gradients)."""
+    from torch.func import grad, vmap
+
+    from shatterkit import input_gradients
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(4)
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    net = nn.Sequential(nn.Linear(2, 4), bn, nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 1))
+    net = net.double().train()  # the probes put it in eval mode and back
+    x = model_inputs("mlp", n=10)
+    before = snapshot(net)
+    assert _mode_active_per_batch(net, x, 3) == [True, False, False, False]
+    assert _mode_active_per_batch(net, x, 3, probe=input_gradients) == [True, False, False, False]
+    patterns = activation_patterns(net, x, batch_size=3, batchnorm="eval")["pattern"].values
+    gradients = input_gradients(net, x, batch_size=3, batchnorm="eval")["gradient"].values
+    assert_same_state(before, snapshot(net))
+    ref = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        np.testing.assert_array_equal(patterns, (ref[1](ref[0](x)) > 0).numpy())
+    expected = vmap(grad(lambda xi: ref(xi.unsqueeze(0)).reshape(())))(x)
+    np.testing.assert_allclose(gradients, expected.detach().numpy(), rtol=1e-6, atol=1e-9)
 
 
 def test_module_rectifier_calls_that_change_with_the_batch_raise_on_the_pre_hook_path():

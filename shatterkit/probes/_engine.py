@@ -182,9 +182,11 @@ class ProbeMode(TorchFunctionMode):
         #: names of rectifier modules, to tell module calls from functional ones
         self.activation_modules: frozenset[str] = frozenset()
         self.stack_hooks: list[Any] = []
-        #: batch-norm, centring and dropout calls in the running forward; a forward without
-        #: any leaves nothing for the mode to do unless it records (see ``passthrough``)
-        self.n_substituted = 0
+        #: batch-norm, centring and dropout calls in the running forward whose result the mode
+        #: changes (with ``batchnorm="eval"``, an eval-mode module's call is left as it was); a
+        #: forward without any leaves nothing for the mode to do unless it records (see
+        #: ``passthrough`` and :func:`mode_idle`)
+        self.n_changed = 0
         #: run later forwards without the mode (set by a probe that records nothing once its
         #: first forward made no call the mode changes and the model has no module that could
         #: make one on other inputs): saves ~4 us per torch call
@@ -207,7 +209,7 @@ class ProbeMode(TorchFunctionMode):
         self._name_calls: dict[str, int] = {}
 
     def start_forward(self) -> None:
-        self.n_substituted = 0
+        self.n_changed = 0
         self._bn_calls = 0
         self._name_calls = {}
         self.patterns = []
@@ -256,13 +258,12 @@ class ProbeMode(TorchFunctionMode):
         kind = _KINDS.get(func)  # one lookup: most calls (linear, add, ...) pass straight on
         if kind is None:
             return func(*args, **kwargs)
-        if kind <= _DROPOUT:
-            self.n_substituted += 1
         if kind == _BATCH_NORM:
             return self._batch_norm(args, kwargs)
         if kind == _CENTER:
             return self._center(args, kwargs)
-        if kind == _DROPOUT:
+        if kind == _DROPOUT:  # every dropout function takes (input, p, training, ...)
+            self.n_changed += bool(args[2] if len(args) > 2 else kwargs.get("training", True))
             return args[0] if args else kwargs["input"]
         if kind == _ACTIVATION or _is_relu6_hardtanh(args, kwargs):
             self.n_activation_calls += 1
@@ -312,6 +313,7 @@ class ProbeMode(TorchFunctionMode):
     def _batch_norm(self, args: tuple, kwargs: dict) -> torch.Tensor:
         a = _bind(_BN_SIGNATURE, args, kwargs)
         x, weight, bias, eps = a["input"], a["weight"], a["bias"], a["eps"]
+        self.n_changed += self.batchnorm != "eval" or bool(a["training"])
         if self.batchnorm == "eval":
             if a["running_mean"] is None:
                 raise ValueError(
@@ -331,6 +333,7 @@ class ProbeMode(TorchFunctionMode):
     def _center(self, args: tuple, kwargs: dict) -> torch.Tensor:
         a = _bind(_CENTER_SIGNATURE, args, kwargs)
         x = a["input"]
+        self.n_changed += self.batchnorm != "eval" or bool(a["training"])
         if self.batchnorm == "eval":
             if a["running_mean"] is None:
                 raise ValueError(
@@ -364,10 +367,18 @@ def _is_relu6_hardtanh(args: tuple, kwargs: dict) -> bool:
     return float(min_val) == 0.0
 
 
-def has_substituted_modules(model: nn.Module) -> bool:
-    """Whether a module of ``model`` may make a call the mode substitutes: batch norm or centring
-    (modules with a ``running_mean`` buffer) or dropout."""
-    return any(
+def mode_idle(model: nn.Module, mode: ProbeMode) -> bool:
+    """After a first forward: whether later forwards can run without the mode's substitutions.
+
+    The first forward made no call whose result the mode changes, and no module can make one on
+    other inputs: with ``batchnorm="eval"`` the batch-norm, centring and dropout modules are in
+    eval mode, which is what the mode would make of their calls; with the other choices the model
+    has no such module (a module with a ``running_mean`` buffer, or a dropout). A functional call
+    with a hard-coded ``training=True`` that only later inputs make is not seen.
+    """
+    if mode.n_changed:
+        return False
+    return mode.batchnorm == "eval" or not any(
         isinstance(m, nn.modules.dropout._DropoutNd) or "running_mean" in m._buffers
         for m in model.modules()
     )
@@ -527,17 +538,16 @@ def install_stack_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -
 def record_by_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -> bool:
     """After the first recorded forward, record later ones with a forward pre-hook per rectifier
     module instead of the function mode, where that sees the same calls: every rectifier call of
-    the first forward was one rectifier module's call on its own input, and the model has nothing
-    for the mode to substitute (batch norm, centring, dropout). The mode's dispatch costs ~5 us
-    per torch call; on the paper's 50-block MLP that was a tenth of a bare forward.
+    the first forward was one rectifier module's call on its own input, and the mode has nothing
+    to change (:func:`mode_idle`). The mode's dispatch costs ~5 us per torch call; on the paper's
+    50-block MLP that was a tenth of a bare forward.
 
     Returns whether the hooks took over (``mode.passthrough`` is then set).
     """
     if not (
         mode.module_calls_only
         and mode.n_module_calls == mode._n_recorded
-        and mode.n_substituted == 0
-        and not has_substituted_modules(model)
+        and mode_idle(model, mode)
     ):
         return False
 

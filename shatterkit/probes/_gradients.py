@@ -28,8 +28,8 @@ from shatterkit.probes._engine import (
     check_common,
     describe_output,
     forward,
-    has_substituted_modules,
     iterate_models,
+    mode_idle,
     prepare_inputs,
     select_output,
     to_device,
@@ -183,10 +183,6 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
     for n in names:
         s.handles.append(modules[n].register_forward_hook(capture))
 
-    # a model with batch-norm, centring or dropout modules keeps the mode on every batch, even if
-    # the first batch made no such call (a data-dependent forward may make one later)
-    idle = not has_substituted_modules(s.model)
-
     def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
         captured.clear()
         with torch.inference_mode(False), torch.enable_grad():
@@ -194,8 +190,8 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
             # itself need not be a private copy of the inputs (never written)
             x = to_device(x_cpu, s.device, s.dtype, copy=False).requires_grad_(True)
             out = forward(s.model, s.mode, x.clone(), first, _CALLER, s.autocast)
-            # nothing for the mode to change (no batch norm, no dropout): later batches skip it
-            s.mode.passthrough = s.mode.passthrough or (s.mode.n_substituted == 0 and idle)
+            if first:  # nothing for the mode to change: later batches skip it
+                s.mode.passthrough = mode_idle(s.model, s.mode)
             y = select_output(out, output, x.shape[0], _CALLER)
             targets = [x] + [t for _, t in captured]
             grads = torch.autograd.grad(y.sum(), targets, allow_unused=True)
