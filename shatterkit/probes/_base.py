@@ -41,12 +41,15 @@ def resolve_layers(model: nn.Module, layers: Any, caller: str) -> list[str]:
     """
     if layers is None:
         return []
-    canonical = {m: n for n, m in reversed(list(model.named_modules()))}
-    aliases = {n: canonical[m] for n, m in model.named_modules(remove_duplicate=False) if n}
-    names = [n for n, _ in model.named_modules() if n]
+    every = list(model.named_modules(remove_duplicate=False))  # one walk (~5 us a module)
+    canonical: dict[nn.Module, str] = {}
+    for n, m in every:
+        canonical.setdefault(m, n)  # the first name, as named_modules() gives it
+    aliases = {n: canonical[m] for n, m in every if n}
+    names = [n for n, m in every if n and canonical[m] == n]
     if isinstance(layers, str):
         if layers == "all":
-            leaves = [n for n, m in model.named_modules() if n and not any(m.children())]
+            leaves = [n for n, m in every if n and canonical[m] == n and not any(m.children())]
             if not leaves:
                 raise ValueError(
                     f"layers='all' in {caller} selects the modules without children, but "

@@ -1069,8 +1069,10 @@ def check_common(batchnorm: Any, batch_size: Any, caller: str) -> None:
 def count_nonfinite(ds: xr.Dataset, caller: str) -> int:
     """Count non-finite gradient values in ``ds``; warn with the first samples that have them."""
     count, where = 0, []
-    for name, da in ds.data_vars.items():
-        if not str(name).startswith("gradient"):
+    # the Variables, not ds.data_vars: a DataArray built per variable took ~50 us each (103 of
+    # them with layers="all": 4/5 of this function's time)
+    for name, da in ds.variables.items():
+        if not str(name).startswith("gradient") or name in ds.coords:
             continue
         values = da.values
         if np.isfinite(values.sum()):  # NaN and inf propagate: all finite, no mask needed
