@@ -190,21 +190,28 @@ def test_stack_hooks_come_off_after_the_first_batch():
     assert_same_state(before, snapshot(net))
 
 
-def test_a_forward_with_another_number_of_rectifier_calls_raises():
+@pytest.mark.parametrize("rectifier", ["functional", "module"])
+def test_a_forward_with_another_number_of_rectifier_calls_raises(rectifier):
+    """Functional calls keep the function mode on later batches; module calls are recorded by
+    pre-hooks there: both count the calls."""
+
     class DataDependent(nn.Module):
         def __init__(self):
             super().__init__()
-            self.lin = nn.Linear(2, 3)
+            self.lin, self.act = nn.Linear(2, 3), nn.ReLU()
 
         def forward(self, x):
-            h = torch.relu(self.lin(x))
+            act = torch.relu if rectifier == "functional" else self.act
+            h = act(self.lin(x))
             if x[0, 0] > 10:  # only the second batch takes this branch
-                h = torch.relu(h - 1)
+                h = act(h - 1)
             return h
 
     net = DataDependent().double()
     x = model_inputs("mlp", n=6)
     x[3:, 0] = 20.0
+    if rectifier == "module":
+        assert _mode_active_per_batch(net, x[:3], 1) == [True, False, False]
     before = snapshot(net)
     with pytest.raises(RuntimeError, match=r"made 2 rectifier calls on this batch but 1 on the"):
         activation_patterns(net, x, batch_size=3)
@@ -356,24 +363,3 @@ def test_eval_mode_batch_norm_and_dropout_modules_let_later_batches_skip_the_mod
         np.testing.assert_array_equal(patterns, (ref[1](ref[0](x)) > 0).numpy())
     expected = vmap(grad(lambda xi: ref(xi.unsqueeze(0)).reshape(())))(x)
     np.testing.assert_allclose(gradients, expected.detach().numpy(), rtol=1e-6, atol=1e-9)
-
-
-def test_module_rectifier_calls_that_change_with_the_batch_raise_on_the_pre_hook_path():
-    class DataDependent(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin, self.act = nn.Linear(2, 3), nn.ReLU()
-
-        def forward(self, x):
-            h = self.act(self.lin(x))
-            if x[0, 0] > 10:  # only the later batches take this branch
-                h = self.act(h - 1)
-            return h
-
-    net = DataDependent().double()
-    x = model_inputs("mlp", n=6)
-    x[3:, 0] = 20.0
-    before = snapshot(net)
-    with pytest.raises(RuntimeError, match=r"rectifier calls on this batch but 1 on the first"):
-        activation_patterns(net, x, batch_size=3)
-    assert_same_state(before, snapshot(net))
