@@ -190,7 +190,7 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
             # itself need not be a private copy of the inputs (never written)
             x = to_device(x_cpu, s.device, s.dtype, copy=False).requires_grad_(True)
             out = forward(s.model, s.mode, x.clone(), first, _CALLER, s.autocast)
-            if first:  # nothing for the mode to change: later batches skip it
+            if not s.mode.passthrough:  # nothing for the mode to change: later batches skip it
                 s.mode.passthrough = mode_idle(s.model, s.mode)
             y = select_output(out, output, x.shape[0], _CALLER)
             targets = [x] + [t for _, t in captured]
