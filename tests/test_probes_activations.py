@@ -190,10 +190,10 @@ def test_stack_hooks_come_off_after_the_first_batch():
     assert_same_state(before, snapshot(net))
 
 
-@pytest.mark.parametrize("rectifier", ["functional", "module"])
-def test_a_forward_with_another_number_of_rectifier_calls_raises(rectifier):
-    """Functional calls keep the function mode on later batches; module calls are recorded by
-    pre-hooks there: both count the calls."""
+@pytest.mark.parametrize("later", ["functional", "module", "functional after modules"])
+def test_a_forward_with_another_number_of_rectifier_calls_raises(later):
+    """A model's own forward keeps the function mode on every batch (it could call a rectifier
+    for some inputs only), so the calls of every batch are counted, functional or not."""
 
     class DataDependent(nn.Module):
         def __init__(self):
@@ -201,17 +201,16 @@ def test_a_forward_with_another_number_of_rectifier_calls_raises(rectifier):
             self.lin, self.act = nn.Linear(2, 3), nn.ReLU()
 
         def forward(self, x):
-            act = torch.relu if rectifier == "functional" else self.act
+            act = torch.relu if later == "functional" else self.act
             h = act(self.lin(x))
             if x[0, 0] > 10:  # only the second batch takes this branch
-                h = act(h - 1)
+                h = (torch.relu if later.startswith("functional") else act)(h - 1)
             return h
 
     net = DataDependent().double()
     x = model_inputs("mlp", n=6)
     x[3:, 0] = 20.0
-    if rectifier == "module":
-        assert _mode_active_per_batch(net, x[:3], 1) == [True, False, False]
+    assert _mode_active_per_batch(net, x[:3], 1) == [True, True, True]
     before = snapshot(net)
     with pytest.raises(RuntimeError, match=r"made 2 rectifier calls on this batch but 1 on the"):
         activation_patterns(net, x, batch_size=3)
@@ -363,3 +362,23 @@ def test_eval_mode_batch_norm_and_dropout_modules_let_later_batches_skip_the_mod
         np.testing.assert_array_equal(patterns, (ref[1](ref[0](x)) > 0).numpy())
     expected = vmap(grad(lambda xi: ref(xi.unsqueeze(0)).reshape(())))(x)
     np.testing.assert_allclose(gradients, expected.detach().numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_models_with_attention_keep_the_mode_and_give_the_same_patterns_for_any_batch_size():
+    """``nn.MultiheadAttention`` and the transformer layers take fused kernels (other rounding,
+    nested tensors) only without a function mode: the mode stays on, so every batch runs the
+    same kernels, and the same is true of input gradients."""
+    from shatterkit import input_gradients
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(
+        8, 2, 16, dropout=0.0, activation=nn.ReLU(), batch_first=True
+    )
+    net = nn.Sequential(layer, nn.Flatten(), nn.Linear(40, 1)).eval()
+    x = torch.randn(6, 5, 8)
+    assert _mode_active_per_batch(net, x, 2) == [True, True, True]
+    assert _mode_active_per_batch(net, x, 2, probe=input_gradients) == [True, True, True]
+    whole = activation_patterns(net, x, batch_size=6)["pattern"].values
+    np.testing.assert_array_equal(
+        activation_patterns(net, x, batch_size=2)["pattern"].values, whole
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -331,37 +332,36 @@ def test_a_layer_whose_shape_changes_between_batches_raises():
 
 
 def test_later_batches_skip_the_function_mode_only_when_it_has_nothing_to_do():
-    """A forward with no batch norm and no dropout leaves the mode idle: batches after the first
-    run without it (cheaper per torch call). A functional dropout hard-wired to training=True
-    keeps it on every batch, so every batch's gradient is the dropout-free one."""
-    depth = []
+    """torch's own modules with no batch norm and no dropout leave the mode idle: batches after
+    the first run without it (cheaper per torch call). A model's own forward keeps it on every
+    batch, since it could make another call for other inputs: here a functional dropout
+    hard-wired to training=True, which the mode turns off in every batch."""
+    depth: list[int] = []
 
-    class Spy(nn.Module):
-        def __init__(self, dropout):
+    def spy(_m: nn.Module, _a: Any) -> None:
+        depth.append(torch._C._len_torch_function_stack())
+
+    class Noisy(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
             super().__init__()
-            self.lin = nn.Linear(2, 3)
-            self.dropout = dropout
+            self.inner = inner
 
-        def forward(self, x):
-            depth.append(torch._C._len_torch_function_stack())
-            h = torch.relu(self.lin(x))
-            if self.dropout:
-                h = F.dropout(h, 0.5, training=True)
-            return h.sum(1, keepdim=True)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.dropout(self.inner[1](self.inner[0](x)), 0.5, training=True)
+            return self.inner[2](h)
 
     x = model_inputs("mlp", n=6)
-    plain = Spy(dropout=False).double()
-    ds = input_gradients(plain, x, batch_size=2)
-    assert depth[-3:] == [1, 0, 0]
+    plain = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
     expected = func_per_sample(plain, x, None).numpy()
-    np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
-
-    depth.clear()
-    noisy = Spy(dropout=True).double()
-    noisy.load_state_dict(plain.state_dict())
-    ds = input_gradients(noisy, x, batch_size=2)
-    assert depth[-3:] == [1, 1, 1]
-    np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
+    for model, modes in ((plain, [1, 0, 0]), (Noisy(plain), [1, 1, 1])):
+        depth.clear()
+        handle = model.register_forward_pre_hook(spy)
+        try:
+            ds = input_gradients(model, x, batch_size=2)
+        finally:
+            handle.remove()
+        assert depth[-3:] == modes
+        np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
 
 
 @pytest.mark.parametrize("kind", ["read-only", "big-endian", "reversed", "xarray"])
@@ -494,3 +494,27 @@ def test_population_statistics_are_gathered_only_when_a_batch_norm_call_is_met(m
     if kind == "functional":
         with torch.no_grad():
             np.testing.assert_array_equal(patterns, ((model.lin(x) - mean) > 0).numpy())
+
+
+def test_a_models_own_forward_keeps_the_mode_so_a_later_functional_dropout_is_turned_off():
+    """A model's own code could call ``F.dropout`` (``training=True`` by default) for some inputs
+    only, so the function mode stays on for every batch and turns that call off."""
+
+    class LaterDropout(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.out = nn.Linear(2, 4), nn.Linear(4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.lin(x)
+            if x[0, 0] > 10:  # only the second batch takes this branch
+                h = F.dropout(h, 0.5)
+            return self.out(torch.relu(h))
+
+    torch.manual_seed(0)
+    model = LaterDropout().double()
+    x = model_inputs("mlp", n=6)
+    x[3:, 0] = 20.0
+    ds = input_gradients(model, x, batch_size=3)
+    expected = func_per_sample(lambda xi: model.out(torch.relu(model.lin(xi))), x)
+    np.testing.assert_allclose(ds["gradient"].values, expected.numpy(), **TOL)

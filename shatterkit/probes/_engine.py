@@ -367,21 +367,42 @@ def _is_relu6_hardtanh(args: tuple, kwargs: dict) -> bool:
     return float(min_val) == 0.0
 
 
-def mode_idle(model: nn.Module, mode: ProbeMode) -> bool:
-    """After a first forward: whether later forwards can run without the mode's substitutions.
+#: modules whose forward takes fused kernels (other numerics, nested tensors) only while no
+#: torch function mode is active: with them the mode stays on, so every batch runs the same code
+_FAST_PATH_MODULES: tuple[type[nn.Module], ...] = (
+    nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+    nn.TransformerEncoder,
+    nn.TransformerDecoder,
+    nn.Transformer,
+)
+#: packages whose modules' ``forward`` makes the same calls for every input
+_KNOWN_CODE = ("torch.", "torchvision.", "shatterkit.")
 
-    The first forward made no call whose result the mode changes, and no module can make one on
-    other inputs: with ``batchnorm="eval"`` the batch-norm, centring and dropout modules are in
-    eval mode, which is what the mode would make of their calls; with the other choices the model
-    has no such module (a module with a ``running_mean`` buffer, or a dropout). A functional call
-    with a hard-coded ``training=True`` that only later inputs make is not seen.
+
+def mode_idle(model: nn.Module, mode: ProbeMode) -> bool:
+    """After a first forward: whether later forwards can run without the function mode.
+
+    True when the first forward made no call whose result the mode changes and nothing can make
+    one on other inputs: every module's ``forward`` is torch's, torchvision's or shatterkit's
+    (a model's own code could call ``F.relu``, ``F.dropout`` or ``F.batch_norm`` for some inputs
+    only); no module takes a fused fast path that only runs without a function mode
+    (``nn.MultiheadAttention``, the ``nn.Transformer*`` layers); and either
+    ``batchnorm="eval"``, where the mode would make of an eval-mode batch-norm, centring or
+    dropout module's call what the module makes of it, or the model has no such module.
     """
     if mode.n_changed:
         return False
-    return mode.batchnorm == "eval" or not any(
-        isinstance(m, nn.modules.dropout._DropoutNd) or "running_mean" in m._buffers
-        for m in model.modules()
-    )
+    for m in model.modules():
+        code = getattr(type(m).forward, "__module__", None) or ""
+        if isinstance(m, _FAST_PATH_MODULES) or not code.startswith(_KNOWN_CODE):
+            return False
+        if mode.batchnorm != "eval" and (
+            isinstance(m, nn.modules.dropout._DropoutNd) or "running_mean" in m._buffers
+        ):
+            return False
+    return True
 
 
 def positive(pre: torch.Tensor, out: Any = None) -> Any:
