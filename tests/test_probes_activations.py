@@ -382,3 +382,19 @@ def test_models_with_attention_keep_the_mode_and_give_the_same_patterns_for_any_
     np.testing.assert_array_equal(
         activation_patterns(net, x, batch_size=2)["pattern"].values, whole
     )
+
+
+def test_a_forward_replaced_on_an_instance_counts_as_the_models_own_code():
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU()).double()
+    linear_forward = net[0].forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        h = linear_forward(x)
+        return torch.relu(h) if x[0, 0] > 10 else h  # only the second batch takes this branch
+
+    net[0].forward = forward
+    x = model_inputs("mlp", n=6)
+    x[3:, 0] = 20.0
+    assert _mode_active_per_batch(net, x[:3], 1) == [True, True, True]
+    with pytest.raises(RuntimeError, match=r"made 2 rectifier calls on this batch but 1 on the"):
+        activation_patterns(net, x, batch_size=3)

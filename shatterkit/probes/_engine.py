@@ -395,7 +395,8 @@ def mode_idle(model: nn.Module, mode: ProbeMode) -> bool:
     if mode.n_changed:
         return False
     for m in model.modules():
-        code = getattr(type(m).forward, "__module__", None) or ""
+        forward = m.__dict__.get("forward", type(m).forward)  # an instance may replace it
+        code = getattr(forward, "__module__", None) or ""
         if isinstance(m, _FAST_PATH_MODULES) or not code.startswith(_KNOWN_CODE):
             return False
         if mode.batchnorm != "eval" and (
