@@ -103,7 +103,10 @@ def _gradients_table(cfg: Config) -> tuple[Table, Timings]:
     )
     n = cfg.pick(256, 4096)
     paper = cases.paper_resnet(cfg, n)
-    auto = (_probe(paper, batch_size="auto"), "batch_size='auto' (one batch: not the same batches)")
+    auto = (
+        _probe(paper, batch_size="auto"),
+        "batch_size='auto' (at most 512 on the CPU: not the floor's batches of 256)",
+    )
     timings_a = _race_case(
         table,
         paper,

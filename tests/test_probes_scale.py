@@ -131,3 +131,27 @@ def test_memory_is_bounded_by_one_batch_when_streaming(tmp_path):
     assert peak < full_bytes / 3, (
         f"peak {peak / 2**20:.1f} MiB vs result {full_bytes / 2**20:.1f} MiB"
     )
+
+
+@pytest.mark.parametrize("gradients", [True, False])
+def test_auto_batch_size_fits_a_quarter_of_the_free_memory(monkeypatch, gradients):
+    """The mlp's modules output 7 + 7 + 5 + 5 + 1 floats per sample, and the Sequential 1 more:
+    26 float64 = 208 bytes per sample, 3x that with gradients. With free memory for 13 such
+    samples in a quarter, batches hold 13 samples."""
+    from shatterkit import activation_patterns
+    from shatterkit.probes import _engine
+
+    per_sample = 26 * 8 * (3 if gradients else 1)
+    monkeypatch.setattr(_engine, "free_memory", lambda device: 4 * per_sample * 13 + 5)
+    model = make_model("mlp")
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    x = model_inputs("mlp", n=40)
+    try:
+        probe = input_gradients if gradients else activation_patterns
+        ds = probe(model, x, batch_size="auto")
+    finally:
+        handle.remove()
+    assert sizes[-4:] == [13, 13, 13, 1]
+    ref = probe(model, x, batch_size=40)
+    xr.testing.assert_identical(ds, ref)

@@ -1145,11 +1145,14 @@ def auto_batch_size(
 ) -> int:
     """A batch size that fits a quarter of the free memory of ``device``.
 
-    The per-sample cost is the total size of every module output on one sample (what autograd
-    keeps for the backward pass), times 3 with gradients (activations, their gradients, slack).
+    The per-sample cost is the total size of every module output per sample of ``x1`` (what
+    autograd keeps for the backward pass), times 3 with gradients (activations, their
+    gradients, slack). ``x1`` holds two samples where the set has them: batch norm in training
+    mode (``batchnorm="coupled"``) needs more than one.
     """
     total, _ = output_bytes(model, mode, x1, caller)
-    per_sample = max(total, x1.numel() * x1.element_size()) * (3 if gradients else 1)
+    n = max(int(x1.shape[0]), 1)
+    per_sample = -(-max(total, x1.numel() * x1.element_size()) // n) * (3 if gradients else 1)
     free = free_memory(device)
     cap = 65536 if device.type == "cuda" else CPU_AUTO_BATCH_MAX
     return int(max(1, min(cap, free // 4 // per_sample)))
