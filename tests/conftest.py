@@ -112,3 +112,25 @@ def assert_same_state(before: dict, after: dict) -> None:
         assert before[kind].keys() == after[kind].keys()
         for name, value in before[kind].items():
             assert torch.equal(value, after[kind][name]), f"{kind} {name} changed"
+
+
+def function_mode_per_batch(probe, model, x, **kwargs) -> list[bool]:
+    """Whether each batch of ``probe(model, x, **kwargs)`` ran under the probe's function mode.
+
+    Read from the probe's own decision (the engine's ``forward`` wrapped), not from a hook on
+    the model: a hook of the user's own keeps the mode on by design.
+    """
+    from shatterkit.probes import _activations, _engine, _gradients
+
+    seen: list[bool] = []
+    original = _engine.forward
+
+    def spy(model_, mode, *args, **kw):
+        seen.append(not mode.passthrough)
+        return original(model_, mode, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_activations, "forward", spy)
+        mp.setattr(_gradients, "forward", spy)
+        probe(model, x, **kwargs)
+    return seen

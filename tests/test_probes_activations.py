@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_same_state, make_model, model_inputs, snapshot
+from conftest import (
+    assert_same_state,
+    function_mode_per_batch,
+    make_model,
+    model_inputs,
+    snapshot,
+)
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
@@ -254,17 +260,31 @@ def test_an_empty_layer_list_is_refused():
 def _mode_active_per_batch(
     net: nn.Module, x: torch.Tensor, batch_size: int, batchnorm: str = "eval", probe=None
 ) -> list[bool]:
-    """Whether a torch function mode was active during each forward of the probe's batches."""
-    seen: list[bool] = []
-    handle = net.register_forward_pre_hook(
-        lambda _m, _a: seen.append(torch._C._is_torch_function_mode_enabled())
-    )
+    """Whether each of the probe's batches ran under the function mode."""
+    probe = probe or activation_patterns
+    seen = function_mode_per_batch(probe, net, x, batch_size=batch_size, batchnorm=batchnorm)
+    n_batches = -(-len(x) // batch_size)
+    return seen[-n_batches:]  # a first batch stopped for the statistics runs twice
+
+
+def test_a_forward_hook_of_the_users_counts_as_the_models_own_code():
+    """A hook could call a rectifier for some inputs only: the mode stays on and counts it."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU()).double()
+
+    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        return torch.relu(out) if out.shape[0] and _args[0][0, 0] > 10 else None
+
+    x = model_inputs("mlp", n=6)
+    x[3:, 0] = 20.0
+    handle = net[0].register_forward_hook(hook)
     try:
-        (probe or activation_patterns)(net, x, batch_size=batch_size, batchnorm=batchnorm)
+        assert _mode_active_per_batch(net, x[:3], 1) == [True, True, True]
+        with pytest.raises(RuntimeError, match=r"made 2 rectifier calls on this batch but 1 on"):
+            activation_patterns(net, x, batch_size=3)
     finally:
         handle.remove()
-    n_batches = -(-len(x) // batch_size)
-    return seen[-n_batches:]
+    x[3:, 0] = 0.0  # without the hook's call: the pre-hook path, as for torch's own modules
+    assert _mode_active_per_batch(net, x, 3) == [True, False]
 
 
 def test_module_rectifiers_are_recorded_by_pre_hooks_after_the_first_batch():

@@ -5,14 +5,19 @@ from __future__ import annotations
 import copy
 import itertools
 import warnings
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import xarray as xr
-from conftest import assert_same_state, make_model, model_inputs, snapshot
+from conftest import (
+    assert_same_state,
+    function_mode_per_batch,
+    make_model,
+    model_inputs,
+    snapshot,
+)
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
@@ -336,10 +341,6 @@ def test_later_batches_skip_the_function_mode_only_when_it_has_nothing_to_do():
     the first run without it (cheaper per torch call). A model's own forward keeps it on every
     batch, since it could make another call for other inputs: here a functional dropout
     hard-wired to training=True, which the mode turns off in every batch."""
-    depth: list[int] = []
-
-    def spy(_m: nn.Module, _a: Any) -> None:
-        depth.append(torch._C._len_torch_function_stack())
 
     class Noisy(nn.Module):
         def __init__(self, inner: nn.Module) -> None:
@@ -353,14 +354,9 @@ def test_later_batches_skip_the_function_mode_only_when_it_has_nothing_to_do():
     x = model_inputs("mlp", n=6)
     plain = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
     expected = func_per_sample(plain, x, None).numpy()
-    for model, modes in ((plain, [1, 0, 0]), (Noisy(plain), [1, 1, 1])):
-        depth.clear()
-        handle = model.register_forward_pre_hook(spy)
-        try:
-            ds = input_gradients(model, x, batch_size=2)
-        finally:
-            handle.remove()
-        assert depth[-3:] == modes
+    for model, modes in ((plain, [True, False, False]), (Noisy(plain), [True, True, True])):
+        assert function_mode_per_batch(input_gradients, model, x, batch_size=2) == modes
+        ds = input_gradients(model, x, batch_size=2)
         np.testing.assert_allclose(ds["gradient"].values, expected, **TOL)
 
 

@@ -155,3 +155,13 @@ def test_auto_batch_size_fits_a_quarter_of_the_free_memory(monkeypatch, gradient
     assert sizes[-4:] == [13, 13, 13, 1]
     ref = probe(model, x, batch_size=40)
     xr.testing.assert_identical(ds, ref)
+
+
+def test_auto_batch_size_with_one_sample_and_batch_norm():
+    """Sizing runs the probe batch with its own statistics: one sample is enough (batch norm in
+    training mode would refuse it)."""
+    model = make_model("batchnorm")
+    x = model_inputs("batchnorm", n=1)
+    for probe in (input_gradients, activation_patterns):
+        auto = probe(model, x, batch_size="auto")
+        xr.testing.assert_identical(auto, probe(model, x, batch_size=1))

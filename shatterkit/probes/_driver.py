@@ -120,8 +120,9 @@ def _ready(make_chunk_fn: MakeChunkFn, s: Session) -> ChunkFn:
         try:
             return chunk_fn(x, first)
         except StatisticsNeeded:
-            s.gather_statistics()
-            return chunk_fn(x, first)
+            pass
+        s.gather_statistics()  # outside the except block: a later error is not chained to it
+        return chunk_fn(x, first)
 
     return run
 

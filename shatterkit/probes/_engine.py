@@ -377,27 +377,43 @@ _FAST_PATH_MODULES: tuple[type[nn.Module], ...] = (
     nn.TransformerDecoder,
     nn.Transformer,
 )
-#: packages whose modules' ``forward`` makes the same calls for every input
+#: packages whose modules' ``forward`` (and forward hooks) make the same calls for every input
 _KNOWN_CODE = ("torch.", "torchvision.", "shatterkit.")
+
+
+def _known(function: Any) -> bool:
+    """Whether ``function`` (a module's forward or a forward hook) is torch's, torchvision's or
+    shatterkit's code rather than the user's."""
+    return (getattr(function, "__module__", None) or "").startswith(_KNOWN_CODE)
 
 
 def mode_idle(model: nn.Module, mode: ProbeMode) -> bool:
     """After a first forward: whether later forwards can run without the function mode.
 
     True when the first forward made no call whose result the mode changes and nothing can make
-    one on other inputs: every module's ``forward`` is torch's, torchvision's or shatterkit's
-    (a model's own code could call ``F.relu``, ``F.dropout`` or ``F.batch_norm`` for some inputs
-    only); no module takes a fused fast path that only runs without a function mode
+    one on other inputs: every module's ``forward`` and forward hook (global ones included) is
+    torch's, torchvision's or shatterkit's (the user's code could call ``F.relu``, ``F.dropout``
+    or ``F.batch_norm`` for some inputs only); no module takes a fused fast path that only runs without a function mode
     (``nn.MultiheadAttention``, the ``nn.Transformer*`` layers); and either
     ``batchnorm="eval"``, where the mode would make of an eval-mode batch-norm, centring or
     dropout module's call what the module makes of it, or the model has no such module.
     """
     if mode.n_changed:
         return False
+    global_hooks = (
+        torch.nn.modules.module._global_forward_pre_hooks,
+        torch.nn.modules.module._global_forward_hooks,
+    )
+    if not all(_known(h) for hooks in global_hooks for h in hooks.values()):
+        return False
     for m in model.modules():
-        forward = m.__dict__.get("forward", type(m).forward)  # an instance may replace it
-        code = getattr(forward, "__module__", None) or ""
-        if isinstance(m, _FAST_PATH_MODULES) or not code.startswith(_KNOWN_CODE):
+        if isinstance(m, _FAST_PATH_MODULES):
+            return False
+        if not (
+            _known(m.__dict__.get("forward", type(m).forward))  # an instance may replace it
+            and all(_known(h) for h in m._forward_pre_hooks.values())
+            and all(_known(h) for h in m._forward_hooks.values())
+        ):
             return False
         if mode.batchnorm != "eval" and (
             isinstance(m, nn.modules.dropout._DropoutNd) or "running_mean" in m._buffers
@@ -1208,8 +1224,12 @@ def probe_session(
     dtype = compute_dtype(run, inputs, dev, caller)
     with preserved_state(run) as handles:
         mode = ProbeMode(batchnorm, record=record)
-        if batch_size == "auto":
-            probe = ProbeMode("coupled") if batchnorm == "population" else ProbeMode(batchnorm)
+        if batch_size == "auto":  # population: the probe batch's own statistics (any size)
+            probe = (
+                ProbeMode("gather", whole_set=True)
+                if batchnorm == "population"
+                else ProbeMode(batchnorm)
+            )
             x1 = to_device(inputs.get(slice(0, 2)), dev, dtype)
             batch_size = auto_batch_size(run, x1, dev, probe, gradients, caller)
         if batchnorm == "coupled":
