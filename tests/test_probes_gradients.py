@@ -514,3 +514,41 @@ def test_a_models_own_forward_keeps_the_mode_so_a_later_functional_dropout_is_tu
     ds = input_gradients(model, x, batch_size=3)
     expected = func_per_sample(lambda xi: model.out(torch.relu(model.lin(xi))), x)
     np.testing.assert_allclose(ds["gradient"].values, expected.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("batchnorm", ["population", "coupled", "eval"])
+def test_activation_checkpointing_is_refused_where_it_would_change_the_statistics(batchnorm):
+    """``torch.utils.checkpoint`` recomputes the block during the backward pass, outside the
+    probe's function mode: with the set's or the batch's statistics the recomputed batch norm
+    would use the running ones, so the probe refuses; with ``"eval"`` it is the same call and the
+    gradients equal torch.func on the model without checkpointing."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Checkpointed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.bn, self.out = nn.Linear(2, 6), nn.BatchNorm1d(6), nn.Linear(6, 1)
+
+        def block(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.bn(self.lin(x)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(checkpoint(self.block, x, use_reentrant=False))
+
+    torch.manual_seed(0)
+    model = Checkpointed().double()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    x = model_inputs("mlp", n=10)
+    before = snapshot(model)
+    if batchnorm != "eval":
+        with pytest.raises(RuntimeError, match=r"recomputes its BatchNorm1d call during the back"):
+            input_gradients(model, x, batch_size=4, batchnorm=batchnorm)
+        assert_same_state(before, snapshot(model))
+        return
+    ds = input_gradients(model, x, batch_size=4, batchnorm=batchnorm)
+    assert_same_state(before, snapshot(model))
+    model.eval()
+    expected = func_per_sample(lambda xi: model.out(model.block(xi)), x)
+    np.testing.assert_allclose(ds["gradient"].values, expected.numpy(), **TOL)

@@ -347,6 +347,37 @@ class ProbeMode(TorchFunctionMode):
         return center(x, stat.mean, training=False)
 
 
+def differentiate(
+    y: torch.Tensor, targets: list[torch.Tensor], model: nn.Module, mode: ProbeMode
+) -> tuple:
+    """``torch.autograd.grad(y, targets)``, refusing a backward that recomputes a batch-norm or
+    centring module's call (activation checkpointing: ``torch.utils.checkpoint``, torchvision's
+    ``DenseNet(memory_efficient=True)``). The recomputation runs outside the function mode, so
+    with ``batchnorm="population"`` or ``"coupled"`` it would normalise with the module's running
+    statistics, and the gradients would not be those of the probed forward. (With ``"eval"`` the
+    recomputed call is the one the mode made.)"""
+    if mode.passthrough or mode.batchnorm == "eval":
+        return torch.autograd.grad(y, targets, allow_unused=True)
+
+    def refuse(module: nn.Module, _args: Any) -> None:
+        raise RuntimeError(
+            f"the model recomputes its {type(module).__name__} call during the backward pass "
+            "(activation checkpointing, e.g. torch.utils.checkpoint or torchvision's "
+            f"memory_efficient DenseNet), where batchnorm={mode.batchnorm!r} cannot give it the "
+            "statistics of the probed forward. Turn checkpointing off for probing, or use "
+            "batchnorm='eval'."
+        )
+
+    handles = [
+        m.register_forward_pre_hook(refuse) for m in model.modules() if "running_mean" in m._buffers
+    ]
+    try:
+        return torch.autograd.grad(y, targets, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
     """Arguments by name; calls that name every parameter once (as ``F.batch_norm`` forwards the
     BatchNorm modules' calls) skip ``Signature.bind``."""

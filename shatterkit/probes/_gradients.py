@@ -27,6 +27,7 @@ from shatterkit.probes._engine import (
     Session,
     check_common,
     describe_output,
+    differentiate,
     forward,
     iterate_models,
     mode_idle,
@@ -194,7 +195,7 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
                 s.mode.passthrough = mode_idle(s.model, s.mode)
             y = select_output(out, output, x.shape[0], _CALLER)
             targets = [x] + [t for _, t in captured]
-            grads = torch.autograd.grad(y.sum(), targets, allow_unused=True)
+            grads = differentiate(y.sum(), targets, s.model, s.mode)
         if names and first and not captured:
             raise ValueError(
                 f"none of the selected layers {names[:5]} produced a tensor output that depends "
