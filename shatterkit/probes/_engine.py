@@ -187,9 +187,9 @@ class ProbeMode(TorchFunctionMode):
         #: forward without any leaves nothing for the mode to do unless it records (see
         #: ``passthrough`` and :func:`mode_idle`)
         self.n_changed = 0
-        #: run later forwards without the mode (set by a probe that records nothing once its
-        #: first forward made no call the mode changes and the model has no module that could
-        #: make one on other inputs): saves ~4 us per torch call
+        #: run later forwards without the mode (set once the first forward made no call the mode
+        #: changes and nothing could make one on other inputs, see :func:`mode_idle`; a recording
+        #: probe then records by hooks, see :func:`record_by_hooks`): ~4 us less per torch call
         self.passthrough = False
         #: after the first forward (:meth:`fix_layout`): the number of rectifier calls a forward
         #: makes, and for each call the columns of ``out`` that receive its pattern (None: skip)
@@ -348,11 +348,11 @@ class ProbeMode(TorchFunctionMode):
 
 
 def differentiate(
-    y: torch.Tensor, targets: list[torch.Tensor], model: nn.Module, mode: ProbeMode
+    y: torch.Tensor, targets: list[torch.Tensor], norms: list[nn.Module], mode: ProbeMode
 ) -> tuple:
-    """``torch.autograd.grad(y, targets)``, refusing a backward that recomputes a batch-norm or
-    centring module's call (activation checkpointing: ``torch.utils.checkpoint``, torchvision's
-    ``DenseNet(memory_efficient=True)``). The recomputation runs outside the function mode, so
+    """``torch.autograd.grad(y, targets)``, refusing a backward that recomputes a call of one of
+    the batch-norm or centring modules ``norms`` (activation checkpointing:
+    ``torch.utils.checkpoint``, torchvision's ``DenseNet(memory_efficient=True)``). The recomputation runs outside the function mode, so
     with ``batchnorm="population"`` or ``"coupled"`` it would normalise with the module's running
     statistics, and the gradients would not be those of the probed forward. (With ``"eval"`` the
     recomputed call is the one the mode made.)"""
@@ -368,9 +368,7 @@ def differentiate(
             "batchnorm='eval'."
         )
 
-    handles = [
-        m.register_forward_pre_hook(refuse) for m in model.modules() if "running_mean" in m._buffers
-    ]
+    handles = [m.register_forward_pre_hook(refuse) for m in norms]
     try:
         return torch.autograd.grad(y, targets, allow_unused=True)
     finally:
@@ -424,10 +422,10 @@ def mode_idle(model: nn.Module, mode: ProbeMode) -> bool:
     True when the first forward made no call whose result the mode changes and nothing can make
     one on other inputs: every module's ``forward`` and forward hook (global ones included) is
     torch's, torchvision's or shatterkit's (the user's code could call ``F.relu``, ``F.dropout``
-    or ``F.batch_norm`` for some inputs only); no module takes a fused fast path that only runs without a function mode
-    (``nn.MultiheadAttention``, the ``nn.Transformer*`` layers); and either
-    ``batchnorm="eval"``, where the mode would make of an eval-mode batch-norm, centring or
-    dropout module's call what the module makes of it, or the model has no such module.
+    or ``F.batch_norm`` for some inputs only); no module takes a fused fast path that only runs
+    without a function mode (``nn.MultiheadAttention``, the ``nn.Transformer*`` layers); and
+    either ``batchnorm="eval"``, where the mode would make of an eval-mode batch-norm, centring
+    or dropout module's call what the module makes of it, or the model has no such module.
     """
     if mode.n_changed:
         return False
@@ -447,10 +445,16 @@ def mode_idle(model: nn.Module, mode: ProbeMode) -> bool:
         ):
             return False
         if mode.batchnorm != "eval" and (
-            isinstance(m, nn.modules.dropout._DropoutNd) or "running_mean" in m._buffers
+            isinstance(m, nn.modules.dropout._DropoutNd) or keeps_running_stats(m)
         ):
             return False
     return True
+
+
+def keeps_running_stats(module: nn.Module) -> bool:
+    """A batch-norm or centring module: one with a ``running_mean`` buffer (``None`` included, as
+    with ``track_running_stats=False``)."""
+    return "running_mean" in module._buffers
 
 
 def positive(pre: torch.Tensor, out: Any = None) -> Any:
@@ -604,31 +608,28 @@ def install_stack_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -
     return missed
 
 
-def record_by_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -> bool:
+def record_by_hooks(model: nn.Module, mode: ProbeMode, handles: list[Any]) -> None:
     """After the first recorded forward, record later ones with a forward pre-hook per rectifier
     module instead of the function mode, where that sees the same calls: every rectifier call of
     the first forward was one rectifier module's call on its own input, and the mode has nothing
     to change (:func:`mode_idle`). The mode's dispatch costs ~5 us per torch call; on the paper's
-    50-block MLP that was a tenth of a bare forward.
-
-    Returns whether the hooks took over (``mode.passthrough`` is then set).
+    50-block MLP that was a tenth of a bare forward. Where the hooks take over,
+    ``mode.passthrough`` is set.
     """
     if not (
         mode.module_calls_only
         and mode.n_module_calls == mode._n_recorded
         and mode_idle(model, mode)
     ):
-        return False
+        return
 
     def pre(_module: nn.Module, args: Any) -> None:
-        mode.n_activation_calls += 1
         mode._record(None, args[0])
 
     for m in model.modules():
         if isinstance(m, RECTIFIER_MODULES) or _is_crelu(m):
             handles.append(m.register_forward_pre_hook(pre))
     mode.passthrough = True
-    return True
 
 
 def _is_crelu(module: nn.Module) -> bool:

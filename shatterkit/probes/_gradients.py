@@ -30,6 +30,7 @@ from shatterkit.probes._engine import (
     differentiate,
     forward,
     iterate_models,
+    keeps_running_stats,
     mode_idle,
     prepare_inputs,
     select_output,
@@ -184,6 +185,9 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
     for n in names:
         s.handles.append(modules[n].register_forward_hook(capture))
 
+    # the modules a checkpointed backward must not recompute (see differentiate)
+    norms = [m for m in s.model.modules() if keeps_running_stats(m)]
+
     def run(x_cpu: torch.Tensor, first: bool) -> tuple[Variables, dict[str, Any]]:
         captured.clear()
         with torch.inference_mode(False), torch.enable_grad():
@@ -195,7 +199,7 @@ def _chunk_fn(s: Session, *, output: Any, names: list[str], dims: tuple[str, ...
                 s.mode.passthrough = mode_idle(s.model, s.mode)
             y = select_output(out, output, x.shape[0], _CALLER)
             targets = [x] + [t for _, t in captured]
-            grads = differentiate(y.sum(), targets, s.model, s.mode)
+            grads = differentiate(y.sum(), targets, norms, s.mode)
         if names and first and not captured:
             raise ValueError(
                 f"none of the selected layers {names[:5]} produced a tensor output that depends "
